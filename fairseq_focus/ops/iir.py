@@ -1,0 +1,264 @@
+"""Order-2 all-pole IIR filter banks applied per time bin (paper §3.2, eq. 4-8).
+
+Each of the F filters of a channel has the transfer function (eq. 5)
+
+    H(z) = 1 / (1 + θ0 z⁻¹ + θ1 z⁻²),    i.e.   y[t] = x[t] − θ0·y[t−1] − θ1·y[t−2]   (eq. 32),
+
+and the layer output is the sum of the F filter outputs (eq. 7). Θ is constant inside a time bin of
+R samples and changes from bin to bin (the hypernetwork's output, already shifted by one bin by the
+caller so that bin i uses coefficients computed from bin i−1).
+
+Stability: with θ0, θ1 ∈ (0, 1) both poles p of z² + θ0 z + θ1 lie strictly inside the unit circle.
+Complex poles have |p|² = p·p̄ = θ1 < 1; real poles (θ0² ≥ 4θ1) satisfy |p| ≤ (θ0 + √(θ0² − 4θ1))/2
+< θ0 < 1. The sigmoid parameterisation upstream therefore makes every filter stable by construction.
+
+Modes (see DESIGN.md "Filter modes"):
+
+* ``causal``: per bin, the zero-state recursion (state reset at every bin start), computed as the
+  exact *linear* convolution of the bin with the filter's impulse response h (FFT with zero padding
+  to 2R; no conjugate, nothing circular). Output t depends on inputs ≤ t of its bin only.
+* ``carry``: the same recursion with its state carried across bins: the true time-varying IIR over
+  the whole sequence. Computed as the ``causal`` output plus each bin's free response to the state
+  left by the previous bins; the bin-end states follow from an associative scan over bins.
+* ``paper``: eq. 4-8 literally: X = FFT_R(x_bin), X_f = X ∘ conj(H), summed over F, IFFT. Because of
+  the conjugate and the missing padding this is a *circular cross-correlation*: output t mixes in
+  inputs t+1… of the same bin. NOT causal; for whole-sequence classification and ablations only.
+
+Glossary (code name -> paper symbol):
+    x      (B, D, L)            the input sequence, channels first
+    theta  (B, Nbins, D, F, 2)  Θ: (θ0, θ1) of F filters per channel per bin
+    R      = L / Nbins          bin length (= NFFT in ``paper`` mode; the FFT is 2R otherwise)
+    state  (B, D, F, 2)         (y_f[t], y_f[t−1]) of each filter after the last processed sample
+
+The impulse response of a filter is read from powers of its companion matrix
+A = [[−θ0, −θ1], [1, 0]] (state s[t] = (y[t], y[t−1]) = A s[t−1] + e₁ x[t]): h[n] = (Aⁿ)₀₀. The
+rows e₁ᵀAⁿ, n = 0…R, are built by doubling in log₂R steps, which is exact (no aliasing, unlike
+sampling H on a grid) and differentiable.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MODES = ("causal", "carry", "paper")
+CAUSAL_MODES = ("causal", "carry")
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """Filter math runs in fp32 (fp64 stays fp64), whatever autocast or the input says."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _check(x: Tensor, theta: Tensor, mode: str) -> int:
+    if mode not in MODES:
+        raise ValueError(f"iir mode must be one of {MODES}, got {mode!r}")
+    if x.dim() != 3 or theta.dim() != 5 or theta.size(-1) != 2:
+        raise ValueError(f"expected x (B, D, L) and theta (B, Nbins, D, F, 2), got {tuple(x.shape)} and {tuple(theta.shape)}")
+    bsz, dim, length = x.shape
+    nbins = theta.size(1)
+    if theta.size(0) != bsz or theta.size(2) != dim:
+        raise ValueError(f"theta {tuple(theta.shape)} does not match x {tuple(x.shape)}")
+    if length % nbins != 0:
+        raise ValueError(f"sequence length {length} is not a multiple of Nbins={nbins}; pad x to whole bins first")
+    return length // nbins
+
+
+def companion_rows(theta: Tensor, n: int) -> Tensor:
+    """e₁ᵀ Aᵗ for t = 0 … n−1, where A = [[−θ0, −θ1], [1, 0]].
+
+    theta: (..., 2) -> (..., n, 2). Entry [..., t, 0] is the impulse response h[t]; row t is also the
+    free response: y[t'] = rows[t'+1] · (y[−1], y[−2]) for a filter started from that state.
+    """
+    t0, t1 = theta[..., 0], theta[..., 1]
+    zero, one = torch.zeros_like(t0), torch.ones_like(t0)
+    # A^k as a (..., 2, 2) matrix, starting with k = 1
+    power = torch.stack([torch.stack([-t0, -t1], -1), torch.stack([one, zero], -1)], -2)
+    rows = torch.stack([one, zero], -1).unsqueeze(-2)  # (..., 1, 2): e₁ᵀ A⁰
+    while rows.size(-2) < n:
+        # rows of A^{k..2k-1} = rows of A^{0..k-1} times A^k
+        rows = torch.cat([rows, rows @ power], dim=-2)
+        power = power @ power
+    return rows[..., :n, :]
+
+
+def _linear_scan(mats: Tensor, vecs: Tensor) -> Tensor:
+    """Inclusive scan of s_i = M_i s_{i−1} + v_i (s_{−1} = 0) along dim −2 of vecs, in log₂N steps.
+
+    mats: (..., N, 2, 2), vecs: (..., N, 2) -> (..., N, 2). Hillis-Steele over the associative
+    pairs (M, v) ∘ (M', v') = (M M', M v' + v).
+    """
+    n = vecs.size(-2)
+    step = 1
+    while step < n:
+        prev_m, prev_v = mats[..., : n - step, :, :], vecs[..., : n - step, :]
+        cur_m, cur_v = mats[..., step:, :, :], vecs[..., step:, :]
+        vecs = torch.cat([vecs[..., :step, :], cur_v + (cur_m @ prev_v.unsqueeze(-1)).squeeze(-1)], dim=-2)
+        mats = torch.cat([mats[..., :step, :, :], cur_m @ prev_m], dim=-3)
+        step *= 2
+    return vecs
+
+
+def _bin_convolve(xb: Tensor, h: Tensor) -> Tensor:
+    """Linear (not circular) causal convolution of each bin with its response, by FFT of size 2R.
+
+    xb: (B, D, Nbins, R), h: (B, D, Nbins, R) -> (B, D, Nbins, R).
+    """
+    r = xb.size(-1)
+    n_fft = 2 * r
+    spec = torch.fft.rfft(xb, n=n_fft) * torch.fft.rfft(h, n=n_fft)
+    return torch.fft.irfft(spec, n=n_fft)[..., :r]
+
+
+def _paper_filter(xb: Tensor, theta: Tensor) -> Tensor:
+    """Eq. 4-8: per-bin FFT of size NFFT = R, times the conjugated response, summed over F, IFFT."""
+    r = xb.size(-1)
+    freqs = torch.fft.rfftfreq(r, device=xb.device, dtype=xb.dtype)  # f in cycles/sample, k/R
+    z1 = torch.exp(-2j * torch.pi * freqs)  # e^{-j2πf}
+    t0 = theta[..., 0].unsqueeze(-1)  # (B, Nbins, D, F, 1)
+    t1 = theta[..., 1].unsqueeze(-1)
+    response = 1.0 / (1.0 + t0 * z1 + t1 * z1 * z1)  # eq. 5, (B, Nbins, D, F, R//2+1)
+    folded = response.conj().sum(dim=3).permute(0, 2, 1, 3)  # eq. 6-7: (B, D, Nbins, R//2+1)
+    return torch.fft.irfft(torch.fft.rfft(xb) * folded, n=r)  # eq. 8
+
+
+def iir_filter(
+    x: Tensor,
+    theta: Tensor,
+    mode: str = "causal",
+    state: Optional[Tensor] = None,
+    return_state: bool = False,
+):
+    """Filter x with per-bin order-2 IIR filter banks (fast, parallel path).
+
+    Args:
+        x: (B, D, L) real input.
+        theta: (B, Nbins, D, F, 2) coefficients in (0, 1); L must be a multiple of Nbins.
+        mode: ``causal`` | ``carry`` | ``paper`` (module docstring).
+        state: (B, D, F, 2) initial (y[−1], y[−2]) per filter, ``carry`` mode only.
+        return_state: also return the final state (B, D, F, 2) (``causal``/``carry`` only).
+
+    Returns:
+        y (B, D, L) in x's dtype, or (y, final_state) when ``return_state``.
+    """
+    r = _check(x, theta, mode)
+    if state is not None and mode != "carry":
+        raise ValueError("an initial state only makes sense in 'carry' mode")
+    if return_state and mode == "paper":
+        raise ValueError("'paper' mode has no recurrent state")
+    out_dtype = x.dtype
+    dtype = _compute_dtype(x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, theta = x.to(dtype), theta.to(dtype)
+        bsz, dim, length = x.shape
+        nbins = theta.size(1)
+        xb = x.view(bsz, dim, nbins, r)  # (B, D, Nbins, R)
+        if mode == "paper":
+            return _paper_filter(xb, theta).reshape(bsz, dim, length).to(out_dtype)
+
+        rows = companion_rows(theta, r + 1)  # (B, Nbins, D, F, R+1, 2)
+        h_f = rows[..., :r, 0]  # per-filter impulse responses, (B, Nbins, D, F, R)
+        h = h_f.sum(dim=3).permute(0, 2, 1, 3)  # F folded before the FFT: (B, D, Nbins, R)
+        y = _bin_convolve(xb, h)
+        need_states = mode == "carry" or return_state
+        if need_states:
+            # zero-state end-of-bin state per filter: Σ_k A^{R−1−k} e₁ x[k] = Σ_k (h[R−1−k], h[R−2−k]) x[k]
+            h_prev = F.pad(h_f, (1, 0))[..., :r]  # h[t−1], with h[−1] = 0
+            kernel = torch.stack([h_f, h_prev], dim=-1).flip(-2)  # (B, Nbins, D, F, R, 2)
+            zero_state_end = torch.einsum("bdnr,bndfrc->bndfc", xb, kernel)
+        if mode == "carry":
+            # bin transition A^R as a matrix: row 0 = e₁ᵀA^R, row 1 = e₁ᵀA^{R−1}
+            trans = torch.stack([rows[..., r, :], rows[..., r - 1, :]], dim=-2)  # (B, Nbins, D, F, 2, 2)
+            if state is not None:
+                # fold the initial state into bin 0's zero-state end state
+                init = state.to(dtype)
+                first = zero_state_end[:, 0] + (trans[:, 0] @ init.unsqueeze(-1)).squeeze(-1)
+                zero_state_end = torch.cat([first.unsqueeze(1), zero_state_end[:, 1:]], dim=1)
+            # scan over bins, with bins moved next to the (2,)/(2,2) axes: (B, D, F, Nbins, ...)
+            ends = _linear_scan(trans.permute(0, 2, 3, 1, 4, 5), zero_state_end.permute(0, 2, 3, 1, 4))
+            starts = F.pad(ends[..., :-1, :], (0, 0, 1, 0))  # state entering each bin, (B, D, F, Nbins, 2)
+            if state is not None:
+                starts = torch.cat([state.to(dtype).unsqueeze(-2), starts[..., 1:, :]], dim=-2)
+            # free response of each bin to its entering state: y[t] += e₁ᵀA^{t+1} s
+            y = y + torch.einsum("bndfrc,bdfnc->bdnr", rows[..., 1:, :], starts)
+            final = ends[..., -1, :]
+        elif return_state:
+            final = zero_state_end[:, -1]
+        y = y.reshape(bsz, dim, length).to(out_dtype)
+    if return_state:
+        return y, final.to(out_dtype)
+    return y
+
+
+def iir_step(x_t: Tensor, theta_t: Tensor, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """One sample of the recursion (eq. 32) for decoding.
+
+    x_t: (B, D), theta_t: (B, D, F, 2), state: (B, D, F, 2) = (y_f[t−1], y_f[t−2]) or None (zeros).
+    Returns y_t (B, D) summed over F and the new state (B, D, F, 2).
+    """
+    dtype = _compute_dtype(x_t)
+    with torch.autocast(device_type=x_t.device.type, enabled=False):
+        theta_t = theta_t.to(dtype)
+        xs = x_t.to(dtype).unsqueeze(-1)  # (B, D, 1): the same input drives every filter
+        if state is None:
+            y_f = xs.expand(theta_t.shape[:-1])
+            prev1 = torch.zeros_like(y_f)
+        else:
+            state = state.to(dtype)
+            prev1 = state[..., 0]
+            y_f = xs - theta_t[..., 0] * prev1 - theta_t[..., 1] * state[..., 1]
+        new_state = torch.stack([y_f, prev1], dim=-1)
+    return y_f.sum(-1).to(x_t.dtype), new_state.to(x_t.dtype)
+
+
+def iir_filter_ref(
+    x: Tensor,
+    theta: Tensor,
+    mode: str = "causal",
+    state: Optional[Tensor] = None,
+    return_state: bool = False,
+):
+    """Slow reference twin of :func:`iir_filter` with the same signature.
+
+    ``causal``/``carry``: a plain loop over time with :func:`iir_step` (state reset at bin starts in
+    ``causal`` mode). ``paper``: eq. 4-8 with explicit DFT matrices, no torch.fft.
+    """
+    r = _check(x, theta, mode)
+    if state is not None and mode != "carry":
+        raise ValueError("an initial state only makes sense in 'carry' mode")
+    if return_state and mode == "paper":
+        raise ValueError("'paper' mode has no recurrent state")
+    dtype = _compute_dtype(x)
+    xd, th = x.to(dtype), theta.to(dtype)
+    if mode == "paper":
+        return _paper_filter_dft(xd, th, r).to(x.dtype)
+    outputs = []
+    st = None if state is None else state.to(dtype)
+    for t in range(x.size(-1)):
+        if mode == "causal" and t % r == 0:
+            st = None
+        y_t, st = iir_step(xd[..., t], th[:, t // r], st)
+        outputs.append(y_t)
+    y = torch.stack(outputs, dim=-1).to(x.dtype)
+    if return_state:
+        return y, st.to(x.dtype)
+    return y
+
+
+def _paper_filter_dft(x: Tensor, theta: Tensor, r: int) -> Tensor:
+    """Eq. 4-8 with an explicit R×R DFT matrix per bin (reference for ``paper`` mode)."""
+    bsz, dim, length = x.shape
+    k = torch.arange(r, dtype=x.dtype, device=x.device)
+    ctype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+    dft = torch.exp(-2j * torch.pi * torch.outer(k, k).to(ctype) / r)  # W[k, n] = e^{-j2πkn/R}
+    w = torch.exp(-2j * torch.pi * k.to(ctype) / r)  # e^{-j2πf} at f = k/R
+    out = []
+    for i in range(theta.size(1)):
+        xb = x[..., i * r:(i + 1) * r].to(ctype)  # (B, D, R)
+        spectrum = xb @ dft.T  # eq. 4
+        t0 = theta[:, i, ..., 0].unsqueeze(-1).to(ctype)  # (B, D, F, 1)
+        t1 = theta[:, i, ..., 1].unsqueeze(-1).to(ctype)
+        response = 1.0 / (1.0 + t0 * w + t1 * w * w)  # eq. 5
+        filtered = (spectrum.unsqueeze(2) * response.conj()).sum(2)  # eq. 6-7
+        out.append(((filtered @ dft.conj().T) / r).real)  # eq. 8
+    return torch.cat(out, dim=-1)
