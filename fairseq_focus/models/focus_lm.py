@@ -1,0 +1,154 @@
+"""``focus_lm``: a byte/char-level language model of Focus blocks (MEGA's LM backbone).
+
+    tokens -> Embedding · √D -> Dropout -> FocusStack (blocks + final norm) -> tied output projection
+
+Registered through ``--user-dir fairseq_focus``: model ``focus_lm`` (its own arch, a small default)
+and the named archs below. A causal LM refuses ``--iir-mode paper`` at build time: eq. 6 is a
+circular cross-correlation that lets position t see inputs t+1… of its bin.
+"""
+import logging
+import math
+from dataclasses import dataclass, field, fields
+from typing import Optional
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model, register_model_architecture
+from omegaconf import II
+from torch import Tensor, nn
+
+from ..modules.config import FILTERS, FocusStackConfig
+from ..modules.focus_stack import FocusStack
+from ..ops.iir import CAUSAL_MODES, MODES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FocusLMConfig(FocusStackConfig, FairseqDataclass):
+    focus_filter: ChoiceEnum(list(FILTERS)) = field(
+        default="adaptive", metadata={"help": "adaptive: Θ from the hypernetwork (Focus); static: learned Θ (Focus-H); ema: MEGA's EMA"}
+    )
+    iir_mode: ChoiceEnum(list(MODES)) = field(
+        default="causal",
+        metadata={"help": "causal: per-bin linear convolution, state reset per bin; carry: exact IIR recursion "
+                          "across bins; paper: eq. 6 literally (circular, NOT causal: refused by a causal LM)"},
+    )
+    share_decoder_input_output_embed: bool = field(default=True, metadata={"help": "tie input and output embeddings"})
+    no_scale_embedding: bool = field(default=False, metadata={"help": "do not multiply embeddings by √D"})
+    max_target_positions: Optional[int] = II("task.tokens_per_sample")
+
+
+def check_causal(cfg) -> None:
+    """A causal task must not be built with a filter that looks ahead."""
+    if cfg.focus_filter != "ema" and cfg.iir_mode not in CAUSAL_MODES:
+        raise ValueError(
+            f"--iir-mode {cfg.iir_mode} is not causal (the paper's eq. 6 multiplies each bin's FFT by the "
+            f"conjugated response: a circular cross-correlation that mixes future inputs into K and V); "
+            f"a causal language model needs --iir-mode {' or '.join(CAUSAL_MODES)}"
+        )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@register_model("focus_lm", dataclass=FocusLMConfig)
+class FocusLanguageModel(FairseqLanguageModel):
+    @classmethod
+    def build_model(cls, cfg, task):
+        check_causal(cfg)
+        model = cls(FocusDecoder(cfg, task.target_dictionary))
+        logger.info(
+            "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, layers=%d, D=%d",
+            count_parameters(model), count_parameters(model) / 1e6, cfg.focus_filter, cfg.iir_mode,
+            cfg.decoder_layers, cfg.decoder_embed_dim,
+        )
+        return model
+
+
+class FocusDecoder(FairseqIncrementalDecoder):
+    """Decoder-only LM. Batch-first inside; fairseq's (B, L) tokens in, (B, L, V) logits out."""
+
+    def __init__(self, cfg, dictionary):
+        super().__init__(dictionary)
+        dim = cfg.decoder_embed_dim
+        self.max_target_positions = cfg.max_target_positions
+        self.padding_idx = dictionary.pad()
+        self.embed_tokens = nn.Embedding(len(dictionary), dim, padding_idx=self.padding_idx)
+        nn.init.normal_(self.embed_tokens.weight, std=dim ** -0.5)
+        nn.init.zeros_(self.embed_tokens.weight[self.padding_idx])
+        self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(dim)
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.stack = FocusStack(cfg)
+        if cfg.share_decoder_input_output_embed:
+            self.output_projection = lambda x: nn.functional.linear(x, self.embed_tokens.weight)
+        else:
+            self.out_proj = nn.Linear(dim, len(dictionary), bias=False)
+            nn.init.normal_(self.out_proj.weight, std=dim ** -0.5)
+            self.output_projection = self.out_proj
+
+    def forward(self, prev_output_tokens: Tensor, src_lengths: Optional[Tensor] = None,
+                encoder_out=None, incremental_state=None, features_only: bool = False,
+                return_all_hiddens: bool = False):
+        """With ``incremental_state``, fairseq passes the whole prefix and wants the last step only;
+        this recomputes the prefix (exact, O(L) per token)."""
+        x, extra = self.extract_features(prev_output_tokens)
+        if incremental_state is not None:
+            x = x[:, -1:]
+        if not features_only:
+            x = self.output_layer(x)
+        return x, extra
+
+    def extract_features(self, prev_output_tokens: Tensor, encoder_out=None, incremental_state=None):
+        padding_mask = prev_output_tokens.eq(self.padding_idx)
+        if not padding_mask.any():
+            padding_mask = None
+        x = self.embed_dropout(self.embed_scale * self.embed_tokens(prev_output_tokens))  # (B, L, D)
+        return self.stack(x, padding_mask), {"attn": [None], "inner_states": None}
+
+    def output_layer(self, features: Tensor) -> Tensor:
+        return self.output_projection(features)
+
+    def max_positions(self) -> int:
+        return self.max_target_positions or int(1e9)
+
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor) -> None:
+        """Nothing is cached between steps yet, so there is nothing to reorder."""
+
+
+# ---- named architectures -------------------------------------------------------------------------
+
+def _set_default(args, name: str, value) -> None:
+    if getattr(args, name, None) is None:
+        setattr(args, name, value)
+
+
+def base_architecture(args) -> None:
+    """Fill every field an arch left unset with the config's default."""
+    for f in fields(FocusLMConfig):
+        if not f.name.startswith("_") and f.name != "max_target_positions":
+            _set_default(args, f.name, f.default)
+
+
+def _paper_lm(args, filt: str, layers: int, value_dim: int) -> None:
+    """Paper §5.2: input dim 512, (FFN) hidden 1024; bins of 128, attention chunks of 1024."""
+    _set_default(args, "focus_filter", filt)
+    _set_default(args, "decoder_layers", layers)
+    _set_default(args, "decoder_embed_dim", 512)
+    _set_default(args, "decoder_hidden_dim", value_dim)
+    _set_default(args, "decoder_ffn_embed_dim", 1024)
+    _set_default(args, "decoder_z_dim", 128)
+    _set_default(args, "bin_size", 128)
+    _set_default(args, "chunk_size", 1024)
+    _set_default(args, "hyper_kernel_size", 2048)
+    base_architecture(args)
+
+
+for _corpus in ("enwik8", "text8"):
+    # Focus / Focus-H: 8 layers, value dim 512 -> 21.1M / 20.0M parameters (paper: 22M / 21M).
+    # MEGA baseline: mega_lm_enwik8_base's depth and widths (12 layers, value dim 1024, z 128,
+    # EMA ndim 16) -> 39.9M (MEGA: 39M). Counts: the "focus_lm: N parameters" line fairseq-train logs.
+    register_model_architecture("focus_lm", f"focus_lm_{_corpus}")(lambda args: _paper_lm(args, "adaptive", 8, 512))
+    register_model_architecture("focus_lm", f"focus_lm_{_corpus}_static")(lambda args: _paper_lm(args, "static", 8, 512))
+    register_model_architecture("focus_lm", f"focus_lm_{_corpus}_ema")(lambda args: _paper_lm(args, "ema", 12, 1024))

@@ -1,0 +1,29 @@
+"""``focus_lm`` task: fairseq's language modelling task that also logs bits per character.
+
+With one token per byte/character (newlines kept as line breaks, so each line's end-of-sentence
+token stands for the newline), the mean negative log-likelihood per token in base 2 is the BPC.
+``fairseq-eval-lm`` prints it as "Loss (base 2)".
+"""
+import math
+from dataclasses import dataclass
+
+from fairseq import metrics
+from fairseq.tasks import register_task
+from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
+
+
+@dataclass
+class FocusLMTaskConfig(LanguageModelingConfig):
+    pass
+
+
+@register_task("focus_lm", dataclass=FocusLMTaskConfig)
+class FocusLMTask(LanguageModelingTask):
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        # nll_loss when the criterion smooths labels, else loss; both are sums in nats
+        key = "nll_loss" if any("nll_loss" in log for log in logging_outputs) else "loss"
+        nll = sum(float(log.get(key, 0.0)) for log in logging_outputs)
+        ntokens = sum(int(log.get("ntokens", 0)) for log in logging_outputs)
+        if ntokens > 0:
+            metrics.log_scalar("bpc", nll / ntokens / math.log(2), ntokens, round=4)
