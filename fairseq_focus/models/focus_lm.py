@@ -146,9 +146,9 @@ def _paper_lm(args, filt: str, layers: int, value_dim: int) -> None:
 
 
 for _corpus in ("enwik8", "text8"):
-    # Focus / Focus-H: 8 layers, value dim 512 -> 21.1M / 20.0M parameters (paper: 22M / 21M).
+    # Focus / Focus-H: 8 layers, value dim 512 -> 21.2M / 20.1M parameters for 260 byte tokens (paper: 22M / 21M).
     # MEGA baseline: mega_lm_enwik8_base's depth and widths (12 layers, value dim 1024, z 128,
-    # EMA ndim 16) -> 39.9M (MEGA: 39M). Counts: the "focus_lm: N parameters" line fairseq-train logs.
+    # EMA ndim 16) -> 40.0M (MEGA: 39M). Counts: python examples/count_params.py
     register_model_architecture("focus_lm", f"focus_lm_{_corpus}")(lambda args: _paper_lm(args, "adaptive", 8, 512))
     register_model_architecture("focus_lm", f"focus_lm_{_corpus}_static")(lambda args: _paper_lm(args, "static", 8, 512))
     register_model_architecture("focus_lm", f"focus_lm_{_corpus}_ema")(lambda args: _paper_lm(args, "ema", 12, 1024))

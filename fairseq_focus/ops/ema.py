@@ -26,8 +26,11 @@ def ema_kernel(p: Tensor, q: Tensor, beta: Tensor, gamma: Tensor, length: int) -
 
 
 def ema_filter(x: Tensor, p: Tensor, q: Tensor, beta: Tensor, gamma: Tensor, return_state: bool = False):
-    """Fast path: the EMA as an FFT convolution; optionally also the final per-dimension state."""
+    """Fast path: the EMA as an FFT convolution; optionally also the final per-dimension state.
+    The kernel is built in fp32 (fp64 stays fp64) even when the parameters are half precision."""
     length = x.size(-1)
+    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+    p, q, beta, gamma = (t.to(dtype) for t in (p, q, beta, gamma))
     y = causal_conv(x, ema_kernel(p, q, beta, gamma, length))
     if not return_state:
         return y

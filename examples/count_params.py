@@ -1,0 +1,40 @@
+"""Print the parameter count of every registered focus_lm arch for a byte vocabulary (256 + 4 specials),
+built exactly as fairseq-train builds them (argument parsing, arch defaults, task, build_model).
+
+    python examples/count_params.py
+"""
+import logging
+import warnings
+import sys
+import tempfile
+from pathlib import Path
+
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+ARCHS = ["focus_lm", "focus_lm_enwik8", "focus_lm_enwik8_static", "focus_lm_enwik8_ema",
+         "focus_lm_text8", "focus_lm_text8_static", "focus_lm_text8_ema"]
+
+
+def count(arch: str, data_dir: str) -> int:
+    user_dir = str(Path(__file__).resolve().parents[1] / "fairseq_focus")
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [data_dir, "--user-dir", user_dir, "--task", "focus_lm", "--arch", arch, "--cpu"])
+    cfg = convert_namespace_to_omegaconf(args)
+    model = tasks.setup_task(cfg.task).build_model(cfg.model)
+    return sum(p.numel() for p in model.parameters())
+
+
+def main() -> int:
+    logging.disable(logging.INFO)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    with tempfile.TemporaryDirectory() as data_dir:
+        Path(data_dir, "dict.txt").write_text("".join(f"{b} 1\n" for b in range(256)))
+        for arch in ARCHS:
+            n = count(arch, data_dir)
+            print(f"{arch:<24} {n:>12,}  ({n / 1e6:.1f}M)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""A perturbation checker for causal sequence models, used by the model tests."""
+import torch
+
+
+def assert_causal(score_fn, tokens: torch.Tensor, t: int, vocab: range, atol: float = 1e-5, seed: int = 0) -> None:
+    """Change every token after position t and assert that outputs at positions ≤ t do not move.
+
+    score_fn: (B, L) tokens -> (B, L, ...) outputs (e.g. log-probabilities); vocab: tokens to draw from.
+    Raises AssertionError naming the largest change when the model looks ahead.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    perturbed = tokens.clone()
+    tail = perturbed[:, t + 1:]
+    perturbed[:, t + 1:] = torch.randint(vocab.start, vocab.stop, tail.shape, generator=gen)
+    with torch.no_grad():
+        before, after = score_fn(tokens), score_fn(perturbed)
+    moved = (before[:, : t + 1] - after[:, : t + 1]).abs().max().item()
+    assert moved < atol, f"outputs at positions <= {t} moved by {moved:.3g} when only later tokens changed"

@@ -1,0 +1,129 @@
+"""focus_lm as a model: causality for every variant, length independence, batching/padding
+invariance, the build-time refusal of the non-causal filter, registration and gradients."""
+from dataclasses import replace
+
+import pytest
+import torch
+from fairseq.data import Dictionary
+from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+from fairseq.tasks import TASK_REGISTRY
+
+import fairseq_focus  # noqa: F401  (registers)
+from causality import assert_causal
+from fairseq_focus.models.focus_lm import FocusDecoder, FocusLanguageModel, FocusLMConfig, check_causal
+from fairseq_focus.tasks.focus_lm import FocusLMTask
+
+VARIANTS = [("adaptive", "causal"), ("adaptive", "carry"), ("static", "causal"), ("static", "carry"), ("ema", "causal")]
+
+
+def byte_dictionary():
+    d = Dictionary()
+    for b in range(256):
+        d.add_symbol(str(b))
+    return d
+
+
+DICT = byte_dictionary()
+VOCAB = range(DICT.nspecial, len(DICT))
+
+
+def tiny_cfg(filt="adaptive", mode="causal", **overrides):
+    cfg = FocusLMConfig(
+        decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=24, decoder_ffn_embed_dim=32,
+        decoder_z_dim=8, focus_filter=filt, iir_mode=mode, num_filters=2, bin_size=8, oversampling=4,
+        hyper_hidden_dim=8, hyper_kernel_size=20, chunk_size=6, ema_ndim=4, max_target_positions=512,
+        dropout=0.0,
+    )
+    return replace(cfg, **overrides)
+
+
+def build(filt="adaptive", mode="causal", seed=0, **overrides):
+    torch.manual_seed(seed)
+    return FocusDecoder(tiny_cfg(filt, mode, **overrides), DICT).eval()
+
+
+def log_probs(decoder):
+    return lambda tokens: torch.log_softmax(decoder(tokens)[0].double(), dim=-1)
+
+
+def random_tokens(bsz, length, seed=0):
+    return torch.randint(VOCAB.start, VOCAB.stop, (bsz, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("filt,mode", VARIANTS)
+@pytest.mark.parametrize("share", [True, False])
+def test_model_is_causal(filt, mode, share):
+    decoder = build(filt, mode, share_hypernet=share)
+    tokens = random_tokens(2, 53)  # not a multiple of the bin (8) or the chunk (6)
+    for t in (0, 7, 8, 17, 30, 51):  # bin/chunk boundaries and inside
+        assert_causal(log_probs(decoder), tokens, t, VOCAB)
+
+
+@pytest.mark.parametrize("filt", ["adaptive", "static"])
+def test_checker_catches_the_papers_leaky_filter(filt):
+    decoder = build(filt, "paper")
+    tokens = random_tokens(2, 53)
+    with pytest.raises(AssertionError, match="moved by"):
+        assert_causal(log_probs(decoder), tokens, 17, VOCAB)
+
+
+@pytest.mark.parametrize("filt,mode", VARIANTS)
+def test_prefix_outputs_equal_full_sequence_outputs(filt, mode):
+    """Length independence: nothing at position t depends on how long the sequence is."""
+    decoder = build(filt, mode)
+    tokens = random_tokens(1, 61)
+    full = log_probs(decoder)(tokens)
+    for length in (1, 5, 8, 13, 24, 40):
+        torch.testing.assert_close(log_probs(decoder)(tokens[:, :length]), full[:, :length], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("filt,mode", VARIANTS)
+def test_batch_of_one_equals_batch_of_two_and_padding_changes_nothing(filt, mode):
+    decoder = build(filt, mode)
+    a, b = random_tokens(1, 30, 1), random_tokens(1, 30, 2)
+    alone = log_probs(decoder)(a)
+    together = log_probs(decoder)(torch.cat([a, b]))
+    torch.testing.assert_close(together[:1], alone, rtol=0, atol=1e-5)
+    short = a[:, :19]
+    padded = torch.cat([short, torch.full((1, 11), DICT.pad())], dim=1)
+    batch = torch.cat([padded, b])
+    torch.testing.assert_close(log_probs(decoder)(batch)[:1, :19], log_probs(decoder)(short), rtol=0, atol=1e-5)
+
+
+def test_building_a_causal_lm_with_the_paper_filter_fails_with_a_reason():
+    with pytest.raises(ValueError, match="not causal"):
+        check_causal(tiny_cfg("adaptive", "paper"))
+    check_causal(tiny_cfg("adaptive", "carry"))
+    check_causal(tiny_cfg("ema", "paper"))  # the EMA variant has no IIR filter to leak
+
+
+@pytest.mark.parametrize("filt,mode", VARIANTS)
+def test_every_parameter_gets_a_gradient(filt, mode):
+    decoder = build(filt, mode).train()
+    tokens = random_tokens(2, 40)
+    logits, _ = decoder(tokens)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
+    missing = [n for n, p in decoder.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+
+
+def test_hypernetwork_theta_of_a_bin_depends_only_on_earlier_bins():
+    decoder = build("adaptive", "causal")
+    stack = decoder.stack
+    x = torch.randn(1, 16, 48)  # (B, D, L), 6 bins of 8
+    layer_filter = stack.blocks[0].attn.filter
+    theta = layer_filter.coefficients(x, stack.shared_hyper(x))
+    x2 = x.clone()
+    x2[..., 24:] += 3.0  # bins 3, 4, 5 change
+    theta2 = layer_filter.coefficients(x2, stack.shared_hyper(x2))
+    torch.testing.assert_close(theta[:, :4], theta2[:, :4], rtol=0, atol=1e-6)  # bin 3 uses bin 2's embedding
+    assert (theta[:, 4:] - theta2[:, 4:]).abs().max() > 1e-3
+    assert ((theta > 0) & (theta < 1)).all()
+
+
+def test_registered_names_resolve_to_our_classes():
+    assert MODEL_REGISTRY["focus_lm"] is FocusLanguageModel
+    for arch in ["focus_lm", "focus_lm_enwik8", "focus_lm_enwik8_static", "focus_lm_enwik8_ema",
+                 "focus_lm_text8", "focus_lm_text8_static", "focus_lm_text8_ema"]:
+        assert ARCH_MODEL_REGISTRY[arch] is FocusLanguageModel, arch
+    assert TASK_REGISTRY["focus_lm"] is FocusLMTask
