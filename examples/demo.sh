@@ -10,6 +10,7 @@
 #
 # Overridable: WORK (output dir), CORPUS_BYTES, MAX_UPDATE, STOP_MINUTES, EXTRA_ARGS.
 set -euo pipefail
+export PYTHONUNBUFFERED=1  # live progress through the tee below
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${WORK:-$here/demo-work}"
 CORPUS_BYTES="${CORPUS_BYTES:-3000000}"

@@ -69,34 +69,47 @@ def companion_rows(theta: Tensor, n: int) -> Tensor:
 
     theta: (..., 2) -> (..., n, 2). Entry [..., t, 0] is the impulse response h[t]; row t is also the
     free response: y[t'] = rows[t'+1] · (y[−1], y[−2]) for a filter started from that state.
+
+    Doubling: rows of A^{k…2k−1} are the rows of A^{0…k−1} times A^k, and A^{2k} = A^k·A^k. The 2×2
+    products are written out elementwise (tiny batched matmuls are slow on every backend).
     """
-    t0, t1 = theta[..., 0], theta[..., 1]
-    zero, one = torch.zeros_like(t0), torch.ones_like(t0)
-    # A^k as a (..., 2, 2) matrix, starting with k = 1
-    power = torch.stack([torch.stack([-t0, -t1], -1), torch.stack([one, zero], -1)], -2)
-    rows = torch.stack([one, zero], -1).unsqueeze(-2)  # (..., 1, 2): e₁ᵀ A⁰
-    while rows.size(-2) < n:
-        # rows of A^{k..2k-1} = rows of A^{0..k-1} times A^k
-        rows = torch.cat([rows, rows @ power], dim=-2)
-        power = power @ power
-    return rows[..., :n, :]
+    t0, t1 = theta[..., 0:1], theta[..., 1:2]  # (..., 1)
+    # entries of A^k, starting with k = 1
+    p00, p01, p10, p11 = -t0, -t1, torch.ones_like(t0), torch.zeros_like(t0)
+    r0, r1 = torch.ones_like(t0), torch.zeros_like(t0)  # e₁ᵀ A⁰, as (..., 1) each
+    while r0.size(-1) < n:
+        r0, r1 = torch.cat([r0, r0 * p00 + r1 * p10], -1), torch.cat([r1, r0 * p01 + r1 * p11], -1)
+        p00, p01, p10, p11 = (p00 * p00 + p01 * p10, p00 * p01 + p01 * p11,
+                              p10 * p00 + p11 * p10, p10 * p01 + p11 * p11)
+    return torch.stack([r0[..., :n], r1[..., :n]], dim=-1)
 
 
 def _linear_scan(mats: Tensor, vecs: Tensor) -> Tensor:
     """Inclusive scan of s_i = M_i s_{i−1} + v_i (s_{−1} = 0) along dim −2 of vecs, in log₂N steps.
 
     mats: (..., N, 2, 2), vecs: (..., N, 2) -> (..., N, 2). Hillis-Steele over the associative
-    pairs (M, v) ∘ (M', v') = (M M', M v' + v).
+    pairs (M, v) ∘ (M', v') = (M M', M v' + v), with the 2×2 algebra written out elementwise.
     """
     n = vecs.size(-2)
+    m00, m01, m10, m11 = mats[..., 0, 0], mats[..., 0, 1], mats[..., 1, 0], mats[..., 1, 1]  # (..., N)
+    v0, v1 = vecs[..., 0], vecs[..., 1]
     step = 1
     while step < n:
-        prev_m, prev_v = mats[..., : n - step, :, :], vecs[..., : n - step, :]
-        cur_m, cur_v = mats[..., step:, :, :], vecs[..., step:, :]
-        vecs = torch.cat([vecs[..., :step, :], cur_v + (cur_m @ prev_v.unsqueeze(-1)).squeeze(-1)], dim=-2)
-        mats = torch.cat([mats[..., :step, :, :], cur_m @ prev_m], dim=-3)
+        def shifted(t: Tensor) -> Tensor:  # element i − step, the identity's entry for i < step
+            return t[..., : n - step]
+        a00, a01, a10, a11 = (shifted(t) for t in (m00, m01, m10, m11))
+        b0, b1 = shifted(v0), shifted(v1)
+        c00, c01, c10, c11 = (t[..., step:] for t in (m00, m01, m10, m11))
+        v0 = torch.cat([v0[..., :step], v0[..., step:] + c00 * b0 + c01 * b1], -1)
+        v1 = torch.cat([v1[..., :step], v1[..., step:] + c10 * b0 + c11 * b1], -1)
+        m00, m01, m10, m11 = (
+            torch.cat([m00[..., :step], c00 * a00 + c01 * a10], -1),
+            torch.cat([m01[..., :step], c00 * a01 + c01 * a11], -1),
+            torch.cat([m10[..., :step], c10 * a00 + c11 * a10], -1),
+            torch.cat([m11[..., :step], c10 * a01 + c11 * a11], -1),
+        )
         step *= 2
-    return vecs
+    return torch.stack([v0, v1], dim=-1)
 
 
 def _bin_convolve(xb: Tensor, h: Tensor) -> Tensor:

@@ -1,0 +1,327 @@
+"""Speed and memory of one Focus layer against attention and MEGA's EMA (paper Table 5, Fig. 3).
+
+    python -m fairseq_focus.bench --out bench-out                 # CPU, L = 256 … 16K
+    python -m fairseq_focus.bench --device cuda --out bench-out   # the same on a GPU
+
+Times forward + backward of one layer at the same model dimension for every L and reports the median
+over repeats, peak memory, tokens/s, and each as a ratio to attention *measured in the same run*:
+
+* ``focus-<filter>-<mode>``: a Focus block (filter + chunked attention + gates + NFFN);
+* ``mega-ema``: the same block with MEGA's multi-head EMA as its filter;
+* ``fairseq-layer``: fairseq's ``TransformerDecoderLayer`` with a causal mask (torch's fused attention,
+  which never materialises the L×L matrix on CPU);
+* ``plain-attention``: a pre-norm attention + FFN layer that materialises the L×L scores (the setting of
+  the paper's Table 5).
+
+Every (layer, L) runs in a fresh subprocess so that peak memory is its own: on CUDA
+``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak resident set size
+(``ru_maxrss``) over its size just before the first forward — "peak RSS growth", which includes
+allocator caching. A configuration whose L×L scores would not fit the memory budget is skipped and
+says so. Also times a whole ``focus_lm`` training step (forward, loss, backward, Adam) against a
+``transformer_lm`` of about the same parameter count. Writes ``bench.json`` and ``bench.png``.
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FOCUS_LAYERS = [f"focus-{f}-{m}" for f in ("adaptive", "static") for m in ("causal", "carry", "paper")]
+LAYERS = FOCUS_LAYERS + ["mega-ema", "fairseq-layer", "plain-attention"]
+BASELINE = "fairseq-layer"
+
+
+class PlainAttentionLayer(nn.Module):
+    """Pre-norm multi-head causal self-attention that materialises the (B, H, L, L) scores, plus an FFN."""
+
+    def __init__(self, dim: int, heads: int, ffn: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, L, D)
+        bsz, length, dim = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(bsz, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))  # (B, H, L, L)
+        future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+        attn = scores.masked_fill(future, float("-inf")).softmax(-1)
+        x = x + self.out((attn @ v).transpose(1, 2).reshape(bsz, length, dim))
+        return x + self.fc2(F.relu(self.fc1(self.norm2(x))))
+
+
+def focus_config(args, filt: str = "adaptive", mode: str = "causal"):
+    from .models.focus_lm import FocusLMConfig
+    return FocusLMConfig(
+        decoder_embed_dim=args.dim, decoder_hidden_dim=args.value_dim, decoder_ffn_embed_dim=args.ffn,
+        decoder_z_dim=args.zdim, focus_filter=filt, iir_mode=mode, num_filters=args.filters,
+        bin_size=args.bin_size, chunk_size=args.chunk_size, hyper_kernel_size=args.kernel_size,
+        dropout=0.0, decoder_layers=args.model_layers, max_target_positions=None,
+    )
+
+
+def build_layer(name: str, args) -> nn.Module:
+    """A module mapping (B, L, D) -> (B, L, D)."""
+    if name == "plain-attention":
+        return PlainAttentionLayer(args.dim, args.heads, args.ffn)
+    if name == "fairseq-layer":
+        from fairseq.models.transformer import TransformerConfig
+        from fairseq.modules import TransformerDecoderLayer
+        cfg = TransformerConfig()
+        cfg.decoder.embed_dim, cfg.decoder.ffn_embed_dim, cfg.decoder.attention_heads = args.dim, args.ffn, args.heads
+        cfg.dropout = cfg.attention_dropout = 0.0
+        layer = TransformerDecoderLayer(cfg, no_encoder_attn=True)
+
+        class Wrapped(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layer = layer
+
+            def forward(self, x):  # fairseq wants (L, B, D) and an additive causal mask
+                length = x.size(1)
+                mask = torch.triu(torch.full((length, length), float("-inf"), device=x.device), 1)
+                return self.layer(x.transpose(0, 1), self_attn_mask=mask)[0].transpose(0, 1)
+        return Wrapped()
+    from .modules.focus_stack import FocusStack
+    filt, mode = ("ema", "causal") if name == "mega-ema" else name.split("-")[1:]
+    cfg = replace(focus_config(args, filt, mode), decoder_layers=1, normalize_before=True)
+    return FocusStack(cfg)  # one block (+ the shared hypernetwork and final norm)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure(name: str, length: int, args) -> Dict:
+    """Run in a child process: warm up, then time `repeats` forward+backward passes."""
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    layer = build_layer(name, args).to(device)
+    x = torch.randn(args.batch, length, args.dim, device=device, requires_grad=True)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    times = []
+    for i in range(args.repeats + 1):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        sync()
+        start = time.perf_counter()
+        layer(x).float().square().mean().backward()
+        sync()
+        if i > 0:  # the first pass is a warm-up
+            times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    median = statistics.median(times)
+    return {"layer": name, "length": length, "seconds": median, "times": times,
+            "tokens_per_s": args.batch * length / median, "peak_bytes": peak}
+
+
+def model_step(kind: str, length: int, args) -> Dict:
+    """tokens/s of one whole training step (forward, cross-entropy, backward, Adam) of an LM."""
+    from fairseq.data import Dictionary
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dictionary = Dictionary()
+    for b in range(256):
+        dictionary.add_symbol(str(b))
+    if kind == "focus_lm":
+        from .models.focus_lm import FocusDecoder
+        decoder = FocusDecoder(replace(focus_config(args), max_target_positions=length), dictionary)
+    else:
+        from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
+        from types import SimpleNamespace
+        cfg = TransformerLanguageModelConfig(
+            decoder_embed_dim=args.dim, decoder_input_dim=args.dim, decoder_output_dim=args.dim,
+            decoder_ffn_embed_dim=args.ffn, decoder_layers=args.transformer_layers,
+            decoder_attention_heads=args.heads, dropout=0.0, tokens_per_sample=length,
+            max_target_positions=length, share_decoder_input_output_embed=True,
+        )
+        task = SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary)
+        decoder = TransformerLanguageModel.build_model(cfg, task).decoder
+    decoder = decoder.to(device)
+    params = sum(p.numel() for p in decoder.parameters())
+    opt = torch.optim.Adam(decoder.parameters(), lr=1e-4)
+    tokens = torch.randint(4, len(dictionary), (args.batch, length + 1), device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    for i in range(args.repeats + 1):
+        opt.zero_grad(set_to_none=True)
+        sync()
+        start = time.perf_counter()
+        logits = decoder(tokens[:, :-1])[0]
+        F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()).backward()
+        opt.step()
+        sync()
+        if i > 0:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"model": kind, "length": length, "params": params, "seconds": median,
+            "tokens_per_s": args.batch * length / median}
+
+
+def estimated_scores_bytes(length: int, args) -> int:
+    """The L×L scores, their softmax and masked copy, and their gradients: ~4 (B, H, L, L) fp32 tensors."""
+    return 4 * 4 * args.batch * args.heads * length * length
+
+
+def run_child(job: Dict, args) -> Optional[Dict]:
+    cmd = [sys.executable, "-m", "fairseq_focus.bench", "--child", json.dumps(job)] + args.passthrough
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1], **job}
+    return json.loads(lines[-1])
+
+
+def add_ratios(rows: List[Dict]) -> None:
+    """Ratios to the fairseq layer (time, memory, tokens/s) and to plain attention (memory)."""
+    by_key = {(r["layer"], r["length"]): r for r in rows if "seconds" in r}
+    for r in rows:
+        if "seconds" not in r:
+            continue
+        for ref_name, tag in ((BASELINE, "fairseq"), ("plain-attention", "plain")):
+            ref = by_key.get((ref_name, r["length"]))
+            if ref is not None:
+                r[f"time_ratio_{tag}"] = r["seconds"] / ref["seconds"]
+                r[f"memory_ratio_{tag}"] = r["peak_bytes"] / max(ref["peak_bytes"], 1)
+
+
+def table(rows: List[Dict]) -> str:
+    out = ["| layer | L | ms (median) | tokens/s | peak MiB | time ÷ fairseq | mem ÷ fairseq | mem ÷ plain attn |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "seconds" not in r:
+            out.append(f"| {r['layer']} | {r['length']} | {r.get('skipped') or 'error: ' + r.get('error', '?')} | | | | | |")
+            continue
+        fmt = lambda k: f"×{r[k]:.2f}" if k in r else "—"  # noqa: E731
+        out.append(f"| {r['layer']} | {r['length']} | {1e3 * r['seconds']:.1f} | {r['tokens_per_s']:.0f} | "
+                   f"{r['peak_bytes'] / 2**20:.0f} | {fmt('time_ratio_fairseq')} | {fmt('memory_ratio_fairseq')} | "
+                   f"{fmt('memory_ratio_plain')} |")
+    return "\n".join(out)
+
+
+def plot(rows: List[Dict], path: Path) -> None:
+    import logging
+    import matplotlib
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib.pyplot as plt
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in sorted({r["layer"] for r in rows}):
+        pts = sorted((r["length"], r["seconds"], r["peak_bytes"]) for r in rows if r["layer"] == name and "seconds" in r)
+        if pts:
+            ax_t.plot([p[0] for p in pts], [1e3 * p[1] for p in pts], marker="o", label=name)
+            ax_m.plot([p[0] for p in pts], [p[2] / 2**20 for p in pts], marker="o", label=name)
+    for ax, label in ((ax_t, "forward+backward (ms)"), (ax_m, "peak memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", default="256,1024,4096,8192,16384")
+    p.add_argument("--layers", default=",".join(LAYERS), help=f"comma list out of {LAYERS}")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--ffn", type=int, default=1024)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--zdim", type=int, default=128)
+    p.add_argument("--value-dim", type=int, default=512)
+    p.add_argument("--filters", type=int, default=1)
+    p.add_argument("--bin-size", type=int, default=128)
+    p.add_argument("--chunk-size", type=int, default=128)
+    p.add_argument("--kernel-size", type=int, default=1024)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--memory-budget-gb", type=float, default=12.0,
+                   help="skip plain attention where its L×L tensors would exceed this")
+    p.add_argument("--model-lengths", default="1024,4096", help="L for the whole-model training step ('' to skip)")
+    p.add_argument("--model-layers", type=int, default=4, help="focus_lm depth for the training-step comparison")
+    p.add_argument("--transformer-layers", type=int, default=5, help="transformer_lm depth (≈ equal parameters)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    flags = [a for a in (argv if argv is not None else sys.argv[1:])]
+    if "--child" in flags:
+        i = flags.index("--child")
+        flags = flags[:i] + flags[i + 2:]
+    args.passthrough = flags
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        job = json.loads(args.child)
+        result = model_step(job["model"], job["length"], args) if "model" in job else measure(job["layer"], job["length"], args)
+        print(json.dumps(result))
+        return 0
+    layers = [name for name in args.layers.split(",") if name]
+    unknown = set(layers) - set(LAYERS)
+    if unknown:
+        print(f"error: unknown layers {sorted(unknown)}; choose from {LAYERS}", file=sys.stderr)
+        return 2
+    lengths = [int(v) for v in args.lengths.split(",") if v]
+    rows = []
+    for length in lengths:
+        for name in layers:
+            if name == "plain-attention" and estimated_scores_bytes(length, args) > args.memory_budget_gb * 2**30:
+                rows.append({"layer": name, "length": length,
+                             "skipped": f"skipped: L×L tensors ≈ {estimated_scores_bytes(length, args) / 2**30:.0f} GiB"})
+                continue
+            row = run_child({"layer": name, "length": length}, args)
+            rows.append(row)
+            status = f"{1e3 * row['seconds']:.1f} ms" if "seconds" in row else row.get("error")
+            print(f"{name:>20} L={length:<6} {status}", flush=True)
+    add_ratios(rows)
+    steps = []
+    for length in [int(v) for v in args.model_lengths.split(",") if v]:
+        for kind in ("focus_lm", "transformer_lm"):
+            steps.append(run_child({"model": kind, "length": length}, args))
+            print(f"{kind:>20} L={length:<6} training step: {steps[-1].get('tokens_per_s', steps[-1].get('error'))}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {k: v for k, v in vars(args).items() if k not in ("out", "child", "passthrough")}
+    meta.update(torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M"), cpu_count=os.cpu_count())
+    if args.device == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+    (args.out / "bench.json").write_text(json.dumps({"meta": meta, "layers": rows, "model_steps": steps}, indent=1))
+    plot(rows, args.out / "bench.png")
+    print(table(rows))
+    for s in steps:
+        if "tokens_per_s" in s:
+            print(f"{s['model']}: L={s['length']} params={s['params']:,} {s['tokens_per_s']:.0f} tokens/s")
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

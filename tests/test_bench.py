@@ -1,0 +1,32 @@
+"""The benchmark runs at tiny sizes and writes valid JSON and a plot (its numbers live in docs/)."""
+import json
+
+import pytest
+
+from helpers import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_runs_and_writes_json_and_png(tmp_path):
+    out = tmp_path / "bench"
+    proc = run(["python", "-m", "fairseq_focus.bench", "--lengths", "64", "--layers",
+                "focus-adaptive-causal,focus-static-carry,mega-ema,fairseq-layer,plain-attention",
+                "--dim", "32", "--ffn", "64", "--heads", "2", "--zdim", "16", "--value-dim", "32",
+                "--bin-size", "16", "--chunk-size", "32", "--kernel-size", "64", "--repeats", "1",
+                "--model-lengths", "64", "--model-layers", "1", "--transformer-layers", "1", "--out", str(out)])
+    result = json.loads((out / "bench.json").read_text())
+    rows = {r["layer"]: r for r in result["layers"]}
+    assert set(rows) == {"focus-adaptive-causal", "focus-static-carry", "mega-ema", "fairseq-layer", "plain-attention"}
+    for row in rows.values():
+        assert row["seconds"] > 0 and row["tokens_per_s"] > 0 and "time_ratio_fairseq" in row
+    assert rows["fairseq-layer"]["time_ratio_fairseq"] == 1.0
+    assert {s["model"] for s in result["model_steps"]} == {"focus_lm", "transformer_lm"}
+    assert all(s["tokens_per_s"] > 0 and s["params"] > 0 for s in result["model_steps"])
+    assert (out / "bench.png").stat().st_size > 1000
+    assert "| focus-adaptive-causal | 64 |" in proc.stdout
+
+
+def test_bench_refuses_an_unknown_layer(tmp_path):
+    proc = run(["python", "-m", "fairseq_focus.bench", "--layers", "nope", "--out", str(tmp_path)], check=False)
+    assert proc.returncode == 2 and "unknown layers" in proc.stderr
