@@ -42,6 +42,8 @@ if [[ -z "$ARCHIVE" ]]; then
     if [[ ! -f "$ARCHIVE" ]]; then
         mkdir -p "$DOWNLOAD_DIR"
         echo "downloading $URL -> $ARCHIVE"
+        trap 'rm -f "$ARCHIVE.part"' EXIT
+        trap 'exit 130' INT TERM
         if command -v curl >/dev/null; then
             curl -fL --retry 3 -o "$ARCHIVE.part" "$URL" || { rm -f "$ARCHIVE.part"; die "download of $URL failed"; }
         elif command -v wget >/dev/null; then
@@ -50,6 +52,7 @@ if [[ -z "$ARCHIVE" ]]; then
             die "neither curl nor wget found: download $URL yourself and set $ZIP_VAR=/path/to/${CORPUS}.zip"
         fi
         mv "$ARCHIVE.part" "$ARCHIVE"
+        trap - EXIT
     fi
 fi
 [[ -f "$ARCHIVE" ]] || die "archive not found: $ARCHIVE (set $ZIP_VAR to the path of ${CORPUS}.zip)"
@@ -73,6 +76,7 @@ fi
 mkdir -p "$(dirname "$DATA_BIN")"
 TMP="$(mktemp -d "${DATA_BIN%/}.tmp.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
+trap 'exit 130' INT TERM   # run the EXIT trap (remove TMP) when interrupted too
 mkdir "$TMP/text"
 
 "$PYTHON" "$HERE/split_corpus.py" "$CORPUS" "$ARCHIVE" "$TMP/text" --sizes "$TRAIN_SIZE" "$VALID_SIZE" "$TEST_SIZE" \

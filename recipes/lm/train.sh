@@ -87,9 +87,14 @@ DEVICE_ARGS=()
 [[ "$GPUS" -gt 0 ]] || DEVICE_ARGS=(--cpu)
 case "$PRECISION" in
     fp32) ;;
-    fp16) DEVICE_ARGS+=(--amp) ;;   # autocast fp16, fp32 weights, loss scaling; the IIR/FFT ops upcast to fp32
-    bf16) DEVICE_ARGS+=(--bf16) ;;  # bf16 weights with fp32 master copy; the IIR/FFT ops compute in fp32
-    *) die "PRECISION must be fp32, fp16 or bf16, got '$PRECISION'" ;;
+    # fairseq's --amp: torch.cuda.amp autocast (fp16) with fp32 weights and dynamic loss scaling;
+    # the IIR filter and the FFT convolution run in fp32 inside autocast (ops/iir.py, ops/long_conv.py).
+    fp16) DEVICE_ARGS+=(--amp) ;;
+    # fairseq 0.12's --bf16 turns on --tpu (fairseq/options.py: "if args.bf16: args.tpu = True") and
+    # then asks torch_xla for a device, and its --amp autocast is fp16 only: stock fairseq has no
+    # bf16 path on CUDA, so say so instead of failing deep inside fairseq.
+    bf16) die "PRECISION=bf16 is not available: fairseq 0.12's --bf16 means TPU (it sets --tpu); use PRECISION=fp16 (autocast, filter math in fp32) or fp32" ;;
+    *) die "PRECISION must be fp32 or fp16, got '$PRECISION'" ;;
 esac
 
 mkdir -p "$SAVE_DIR"
