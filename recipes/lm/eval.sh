@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Shared by recipes/enwik8/eval.sh and recipes/text8/eval.sh (they set CORPUS). Scores a checkpoint
+# on the test split with fairseq-eval-lm and prints one line per protocol:
+#     test BPC = X (protocol: ...)
+# With one token per byte/character (newlines or the end of the split as </s>), fairseq-eval-lm's
+# "Loss (base 2)" is the mean of -log2 p over every test token: the BPC.
+#
+# PROTOCOLS (space separated, run in order):
+#   blocks   the test split cut into non-overlapping blocks of EVAL_TOKENS tokens, each scored
+#            on its own: a token's context is only the earlier part of its block.
+#   sliding  fairseq's --context-window: blocks of EVAL_TOKENS - CONTEXT_WINDOW new tokens, each
+#            fed with the CONTEXT_WINDOW tokens before it, only the new tokens scored: every token
+#            (after the first block) is predicted from at least CONTEXT_WINDOW tokens of left context.
+# A third protocol that carries the model's state across consecutive segments (as MEGA reports
+# enwik8 and fairseq's examples/truncated_bptt evaluates) slots in as one more `case` branch below.
+set -euo pipefail
+
+die() { echo "error: $*" >&2; exit 1; }
+
+: "${CORPUS:?set CORPUS=enwik8 or CORPUS=text8 (or run recipes/<corpus>/eval.sh)}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+USER_DIR="${USER_DIR:-$(cd "$HERE/../.." && pwd)/fairseq_focus}"
+DATA_BIN="${DATA_BIN:-data-bin/${CORPUS}}"
+VARIANT="${VARIANT:-focus}"
+case "$VARIANT" in
+    focus) DEFAULT_ARCH="focus_lm_${CORPUS}" ;;
+    static) DEFAULT_ARCH="focus_lm_${CORPUS}_static" ;;
+    ema) DEFAULT_ARCH="focus_lm_${CORPUS}_ema" ;;
+    *) die "VARIANT must be focus, static or ema, got '$VARIANT'" ;;
+esac
+ARCH="${ARCH:-$DEFAULT_ARCH}"
+SAVE_DIR="${SAVE_DIR:-checkpoints/${CORPUS}_${ARCH}}"
+CHECKPOINT="${CHECKPOINT:-$SAVE_DIR/checkpoint_best.pt}"
+SUBSET="${SUBSET:-test}"
+PROTOCOLS="${PROTOCOLS:-blocks sliding}"
+EVAL_TOKENS="${EVAL_TOKENS:-8192}"          # block length fed to the model (the training length)
+CONTEXT_WINDOW="${CONTEXT_WINDOW:-6144}"    # sliding: left context per block; scores 2048 new tokens
+MAX_TOKENS="${MAX_TOKENS:-65536}"           # tokens per eval batch
+EVAL_ARGS="${EVAL_ARGS:-}"
+
+[[ -d "$DATA_BIN" ]] || die "DATA_BIN=$DATA_BIN is not a directory (run recipes/${CORPUS}/prepare.sh first)"
+for f in dict.txt "$SUBSET.bin" "$SUBSET.idx"; do
+    [[ -s "$DATA_BIN/$f" ]] || die "DATA_BIN=$DATA_BIN is not a fairseq data-bin with a $SUBSET split: $f is missing"
+done
+[[ -f "$CHECKPOINT" ]] || die "checkpoint not found: $CHECKPOINT (set CHECKPOINT or SAVE_DIR)"
+(( CONTEXT_WINDOW < EVAL_TOKENS )) || die "CONTEXT_WINDOW=$CONTEXT_WINDOW must be smaller than EVAL_TOKENS=$EVAL_TOKENS"
+command -v fairseq-eval-lm >/dev/null || die "fairseq-eval-lm not on PATH (activate the environment with fairseq installed)"
+
+DEVICE_ARGS=()
+if ! nvidia-smi -L >/dev/null 2>&1; then DEVICE_ARGS=(--cpu); fi
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+
+# Runs fairseq-eval-lm with the common flags plus "$@"; prints "<base-2 loss> <tokens scored>".
+eval_lm() {
+    # shellcheck disable=SC2086  # EVAL_ARGS is a list of flags on purpose
+    if ! fairseq-eval-lm "$DATA_BIN" --user-dir "$USER_DIR" --task focus_lm --path "$CHECKPOINT" \
+        --gen-subset "$SUBSET" --sample-break-mode none --max-tokens "$MAX_TOKENS" \
+        --log-format simple "${DEVICE_ARGS[@]}" "$@" $EVAL_ARGS > "$LOG" 2>&1; then
+        tail -n 20 "$LOG" >&2
+        die "fairseq-eval-lm failed (last lines above)"
+    fi
+    local loss ntok
+    loss="$(sed -n 's/.*Loss (base 2): \([0-9.eE+-]*\),.*/\1/p' "$LOG" | tail -n 1)"
+    ntok="$(sed -n 's/.*Evaluated \([0-9,]*\) tokens.*/\1/p' "$LOG" | tail -n 1)"
+    [[ -n "$loss" && -n "$ntok" ]] || die "no 'Loss (base 2)' / 'Evaluated N tokens' line in fairseq-eval-lm's output"
+    echo "$loss $ntok"
+}
+
+for protocol in $PROTOCOLS; do
+    case "$protocol" in
+        blocks)
+            read -r bpc ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS")
+            echo "$SUBSET BPC = $bpc (protocol: blocks: non-overlapping blocks of $EVAL_TOKENS tokens, no context across blocks; $ntok tokens)"
+            ;;
+        sliding)
+            # fairseq-eval-lm subtracts --context-window from --tokens-per-sample: the model sees
+            # EVAL_TOKENS tokens per row and scores the last EVAL_TOKENS - CONTEXT_WINDOW of them.
+            read -r bpc ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS" --context-window "$CONTEXT_WINDOW")
+            echo "$SUBSET BPC = $bpc (protocol: sliding: fairseq --context-window $CONTEXT_WINDOW, $((EVAL_TOKENS - CONTEXT_WINDOW)) new tokens scored per $EVAL_TOKENS-token window; $ntok tokens)"
+            ;;
+        *) die "unknown protocol '$protocol' in PROTOCOLS (known: blocks sliding)" ;;
+    esac
+done
