@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fft_conv import fft_causal_conv
+
 MODES = ("causal", "carry", "paper")
 CAUSAL_MODES = ("causal", "carry")
 
@@ -64,24 +66,52 @@ def _check(x: Tensor, theta: Tensor, mode: str) -> int:
     return length // nbins
 
 
-def companion_rows(theta: Tensor, n: int) -> Tensor:
-    """e₁ᵀ Aᵗ for t = 0 … n−1, where A = [[−θ0, −θ1], [1, 0]].
-
-    theta: (..., 2) -> (..., n, 2). Entry [..., t, 0] is the impulse response h[t]; row t is also the
-    free response: y[t'] = rows[t'+1] · (y[−1], y[−2]) for a filter started from that state.
+def _rows_by_doubling(theta: Tensor, n: int):
+    """(r0, r1): the rows e₁ᵀAᵗ, t < n' (n' ≥ n, a power of two), and the entries of A^{n'}.
 
     Doubling: rows of A^{k…2k−1} are the rows of A^{0…k−1} times A^k, and A^{2k} = A^k·A^k. The 2×2
     products are written out elementwise (tiny batched matmuls are slow on every backend).
     """
     t0, t1 = theta[..., 0:1], theta[..., 1:2]  # (..., 1)
-    # entries of A^k, starting with k = 1
-    p00, p01, p10, p11 = -t0, -t1, torch.ones_like(t0), torch.zeros_like(t0)
-    r0, r1 = torch.ones_like(t0), torch.zeros_like(t0)  # e₁ᵀ A⁰, as (..., 1) each
+    p00, p01, p10, p11 = -t0, -t1, torch.ones_like(t0), torch.zeros_like(t0)  # A^k, k = 1
+    r0, r1 = torch.ones_like(t0), torch.zeros_like(t0)  # e₁ᵀ A⁰
     while r0.size(-1) < n:
         r0, r1 = torch.cat([r0, r0 * p00 + r1 * p10], -1), torch.cat([r1, r0 * p01 + r1 * p11], -1)
         p00, p01, p10, p11 = (p00 * p00 + p01 * p10, p00 * p01 + p01 * p11,
                               p10 * p00 + p11 * p10, p10 * p01 + p11 * p11)
-    return torch.stack([r0[..., :n], r1[..., :n]], dim=-1)
+    return (r0, r1), (p00, p01, p10, p11)
+
+
+def _matrix_powers(m00: Tensor, m01: Tensor, m10: Tensor, m11: Tensor, n: int):
+    """Entries of Mʲ for j < n' (n' ≥ n, a power of two), by doubling: (..., 1) each -> (..., n')."""
+    q00, q01, q10, q11 = torch.ones_like(m00), torch.zeros_like(m00), torch.zeros_like(m00), torch.ones_like(m00)
+    while q00.size(-1) < n:  # [Q_0…Q_{k−1}] -> [Q_0…Q_{k−1}, Q_0·M^k … Q_{k−1}·M^k]
+        q00, q01, q10, q11 = (torch.cat([q00, q00 * m00 + q01 * m10], -1), torch.cat([q01, q00 * m01 + q01 * m11], -1),
+                              torch.cat([q10, q10 * m00 + q11 * m10], -1), torch.cat([q11, q10 * m01 + q11 * m11], -1))
+        m00, m01, m10, m11 = (m00 * m00 + m01 * m10, m00 * m01 + m01 * m11,
+                              m10 * m00 + m11 * m10, m10 * m01 + m11 * m11)
+    return q00, q01, q10, q11
+
+
+def companion_rows(theta: Tensor, n: int, impulse_only: bool = False) -> Tensor:
+    """e₁ᵀ Aᵗ for t = 0 … n−1, where A = [[−θ0, −θ1], [1, 0]].
+
+    theta: (..., 2) -> (..., n, 2), or (..., n) with ``impulse_only``. Entry [..., t, 0] is the
+    impulse response h[t]; row t is also the free response: y[t'] = rows[t'+1] · (y[−1], y[−2]) for a
+    filter started from that state.
+
+    Two levels, each by doubling: the rows for t < S (S ≈ √n) and the block powers (A^S)ʲ; then one
+    broadcast product gives row jS + t = (row t)·(A^S)ʲ. Only products of a stable matrix are formed,
+    so the result is exact up to rounding (no aliasing, unlike sampling H on a frequency grid).
+    """
+    block = 1 << ((max(n, 1) - 1).bit_length() + 1) // 2  # ≈ √n, a power of two
+    (r0, r1), a_s = _rows_by_doubling(theta, block)  # (..., S) each; A^S entries (..., 1)
+    q00, q01, q10, q11 = (q.unsqueeze(-1) for q in _matrix_powers(*a_s, -(-n // block)))  # (..., J, 1)
+    r0, r1 = r0.unsqueeze(-2), r1.unsqueeze(-2)  # (..., 1, S)
+    h = (r0 * q00 + r1 * q10).flatten(-2)[..., :n]  # (..., J·S) -> (..., n)
+    if impulse_only:
+        return h
+    return torch.stack([h, (r0 * q01 + r1 * q11).flatten(-2)[..., :n]], dim=-1)
 
 
 def _linear_scan(mats: Tensor, vecs: Tensor) -> Tensor:
@@ -117,10 +147,7 @@ def _bin_convolve(xb: Tensor, h: Tensor) -> Tensor:
 
     xb: (B, D, Nbins, R), h: (B, D, Nbins, R) -> (B, D, Nbins, R).
     """
-    r = xb.size(-1)
-    n_fft = 2 * r
-    spec = torch.fft.rfft(xb, n=n_fft) * torch.fft.rfft(h, n=n_fft)
-    return torch.fft.irfft(spec, n=n_fft)[..., :r]
+    return fft_causal_conv(xb, h)
 
 
 def _paper_filter(xb: Tensor, theta: Tensor) -> Tensor:
@@ -169,11 +196,14 @@ def iir_filter(
         if mode == "paper":
             return _paper_filter(xb, theta).reshape(bsz, dim, length).to(out_dtype)
 
-        rows = companion_rows(theta, r + 1)  # (B, Nbins, D, F, R+1, 2)
-        h_f = rows[..., :r, 0]  # per-filter impulse responses, (B, Nbins, D, F, R)
+        need_states = mode == "carry" or return_state
+        if need_states:
+            rows = companion_rows(theta, r + 1)  # (B, Nbins, D, F, R+1, 2)
+            h_f = rows[..., :r, 0]  # per-filter impulse responses, (B, Nbins, D, F, R)
+        else:
+            h_f = companion_rows(theta, r, impulse_only=True)
         h = h_f.sum(dim=3).permute(0, 2, 1, 3)  # F folded before the FFT: (B, D, Nbins, R)
         y = _bin_convolve(xb, h)
-        need_states = mode == "carry" or return_state
         if need_states:
             # zero-state end-of-bin state per filter: Σ_k A^{R−1−k} e₁ x[k] = Σ_k (h[R−1−k], h[R−2−k]) x[k]
             h_prev = F.pad(h_f, (1, 0))[..., :r]  # h[t−1], with h[−1] = 0

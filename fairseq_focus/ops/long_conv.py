@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fft_conv import fft_causal_conv
+
 
 def regularize_kernel(kernel: Tensor, squash_lambda: float, smooth_width: int) -> Tensor:
     """squash then smooth (Fu et al. 2023, §3.2); smooth_width 1 and λ = 0 leave k unchanged."""
@@ -29,14 +31,11 @@ def regularize_kernel(kernel: Tensor, squash_lambda: float, smooth_width: int) -
 
 
 def causal_conv(x: Tensor, kernel: Tensor) -> Tensor:
-    """Per-channel causal linear convolution by FFT (computed in fp32 or fp64)."""
-    length, ksize = x.size(-1), kernel.size(-1)
+    """Per-channel causal linear convolution by FFT (computed in fp32 or fp64); kernel (D, K)."""
+    length = x.size(-1)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    n_fft = length + min(ksize, length)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        k = kernel[..., :length].to(dtype)
-        spec = torch.fft.rfft(x.to(dtype), n=n_fft) * torch.fft.rfft(k, n=n_fft)
-        return torch.fft.irfft(spec, n=n_fft)[..., :length].to(x.dtype)
+        return fft_causal_conv(x.to(dtype), kernel[..., :length].to(dtype)).to(x.dtype)
 
 
 def causal_conv_ref(x: Tensor, kernel: Tensor) -> Tensor:
