@@ -39,7 +39,7 @@ trap 'rm -f "$log"' EXIT
 if ! fairseq-validate "$DATA" --user-dir "$USER_DIR" --path "$CKPT" --task pixel_sequence_classification \
         --valid-subset "$SUBSET" --batch-size "$BATCH_SIZE" --model-overrides "{$overrides}" \
         --log-format simple $EXTRA_ARGS >"$log" 2>&1; then
-    reason="$(grep -E '^[A-Za-z_.]*(Error|Exception): ' "$log" | tail -n 1 || true)"
+    reason="$(grep -E '^([A-Za-z_.]*(Error|Exception): |[a-z-]+: error: )' "$log" | tail -n 1 || true)"
     echo "error: evaluation failed: ${reason:-see the fairseq-validate output above}" >&2
     [[ -n "$reason" ]] || cat "$log" >&2
     exit 1
