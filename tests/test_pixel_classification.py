@@ -247,8 +247,8 @@ def test_model_forward_and_backward(tmp_path, filt, pooling):
 
 
 def test_last_pooling_with_causal_filter_reads_the_whole_image(tmp_path):
-    """With a causal filter and last-position pooling, every pixel can still reach the label
-    (gradient of the logits w.r.t. the first pixel is non-zero), and nothing is left out."""
+    """With a causal filter and last-position pooling the first pixel still reaches the label through
+    the causal filter and attention (non-zero gradient), as does the last."""
     task = _task(_prepared(tmp_path))
     model = _model(task, iir_mode="causal", pooling="last").eval()
     x = torch.randn(1, 64, 1, requires_grad=True)
