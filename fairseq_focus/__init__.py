@@ -6,3 +6,6 @@ and importing them here too makes ``import fairseq_focus`` register everything o
 from . import models, tasks  # noqa: F401
 from .models import focus_lm as _focus_lm  # noqa: F401
 from .tasks import focus_lm as _focus_lm_task  # noqa: F401
+from . import criterions  # noqa: F401  (not auto-imported by --user-dir)
+from .models import focus_classifier as _focus_classifier  # noqa: F401
+from .tasks import pixel_sequence_classification as _pixel_task  # noqa: F401

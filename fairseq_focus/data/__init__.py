@@ -1,0 +1,1 @@
+"""Dataset readers the tasks use: IDX files and prepared pixel-classification splits."""

@@ -1,0 +1,2 @@
+"""Criterions; fairseq does not auto-import this folder, so ``fairseq_focus/__init__.py`` imports it."""
+from . import focus_classification  # noqa: F401
