@@ -11,18 +11,24 @@ then o -> NormalizedFFN. Dropout placement, pre/post norm and the N(0, 0.02) ini
 
 Glossary: D = embed dim, Z = query/key dim, H = value/gate dim, M = chunk_size.
 Layout: batch first, x (B, L, D); L a multiple of the chunk (and bin) size — the stack pads.
+
+Streaming (``forward_stream``, inference): n new positions at pos … pos+n−1; the filter carries its
+own state, the attention keeps the keys/values of the current chunk (≤ M − 1 of them, emptied at
+every chunk start), everything else is per position. Attention dropout is not applied there.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.chunked_attention import chunked_attention
+from ..ops.chunked_attention import attention_in_chunk, chunked_attention
+from ..ops.segments import split_at_boundaries
 from .normalized_ffn import NormalizedFFN
+from .streaming import IncrementalState, StreamingModule
 
 
-class FocusGatedAttention(nn.Module):
+class FocusGatedAttention(StreamingModule):
     def __init__(self, dim: int, zdim: int, hdim: int, chunk_size: int, global_filter: nn.Module,
                  dropout: float, attention_dropout: float, hidden_dropout: float, prenorm: bool):
         super().__init__()
@@ -45,16 +51,62 @@ class FocusGatedAttention(nn.Module):
         residual = x
         if self.prenorm:
             x = self.norm(x)
-        x_f = self.filter(x.transpose(1, 2), hyper).transpose(1, 2)  # (B, L, D)
-        x_f = self.dropout(x_f)
-        q = self.q_proj(x)  # (B, L, Z)
-        k, v = self.kv_proj(x_f).split([self.zdim, self.hdim], dim=-1)
-        gamma, phi, h = self.gate_proj(x_f).split([self.hdim, residual.size(-1), residual.size(-1)], dim=-1)
+        x_f = self.dropout(self.filter(x.transpose(1, 2), hyper).transpose(1, 2))  # (B, L, D)
+        q, k, v = self._qkv(x, x_f)
         p = self.attention_dropout if self.training else 0.0
-        y = chunked_attention(q, k, self.hidden_dropout(v), self.rel_pos_bias, self.chunk_size, key_padding_mask, p)
+        y = chunked_attention(q, k, v, self.rel_pos_bias, self.chunk_size, key_padding_mask, p)
+        return self._gate(residual, x_f, y)
+
+    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int,
+                       incremental_state: IncrementalState) -> Tensor:
+        """The same map for n new positions (B, n, D) of a stream at pos …, with cached state."""
+        residual = x
+        if self.prenorm:
+            x = self.norm(x)
+        x_f = self.filter.forward_stream(x.transpose(1, 2), hyper, pos, incremental_state).transpose(1, 2)
+        x_f = self.dropout(x_f)
+        q, k, v = self._qkv(x, x_f)
+        y = self._attend_stream(q, k, v, pos, incremental_state)
+        return self._gate(residual, x_f, y)
+
+    def _qkv(self, x: Tensor, x_f: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Q from the (normed) input, K and V from the filtered input (eq. 9)."""
+        q = self.q_proj(x)  # (B, L, Z)
+        k, v = self.kv_proj(x_f).split([self.zdim, self.hdim], dim=-1)  # (B, L, Z), (B, L, H)
+        return q, k, self.hidden_dropout(v)
+
+    def _gate(self, residual: Tensor, x_f: Tensor, y: Tensor) -> Tensor:
+        """Eq. 11-14 around the attention output y (B, L, H)."""
+        dim = residual.size(-1)
+        gamma, phi, h = self.gate_proj(x_f).split([self.hdim, dim, dim], dim=-1)
         z = self.dropout(F.silu(h + self.u_proj(F.silu(gamma) * y)))  # eq. 11, 13
         out = residual + torch.sigmoid(phi) * (z - residual)  # eq. 12, 14
         return out if self.prenorm else self.norm(out)
+
+    def _attend_stream(self, q: Tensor, k: Tensor, v: Tensor, pos: int, incremental_state: IncrementalState) -> Tensor:
+        """Chunked causal attention for positions pos … pos+n−1 with the current chunk's KV cache."""
+        m, n = self.chunk_size, q.size(1)
+        cache = self.get_cache(incremental_state)
+        k_cache = cache.get("k")
+        k_cache = k.new_zeros(k.size(0), 0, k.size(2)) if k_cache is None else k_cache  # (B, pos mod M, Z)
+        v_cache = cache.get("v")
+        v_cache = v.new_zeros(v.size(0), 0, v.size(2)) if v_cache is None else v_cache  # (B, pos mod M, H)
+        if k_cache.size(1) != pos % m:
+            raise RuntimeError(f"attention cache holds {k_cache.size(1)} keys at position {pos} (chunk {m})")
+        keys, values = torch.cat([k_cache, k], dim=1), torch.cat([v_cache, v], dim=1)  # cache first
+        head, middle, tail = split_at_boundaries(pos, n, m)
+        outputs = []
+        if head:  # finish the chunk in progress, over its cached keys
+            outputs.append(attention_in_chunk(q[:, :head], keys[:, :k_cache.size(1) + head],
+                                              values[:, :k_cache.size(1) + head], self.rel_pos_bias, m))
+        if middle:  # whole chunks: the parallel kernel
+            sl = slice(head, head + middle)
+            outputs.append(chunked_attention(q[:, sl], k[:, sl], v[:, sl], self.rel_pos_bias, m))
+        if tail:  # open a new chunk
+            outputs.append(attention_in_chunk(q[:, n - tail:], k[:, n - tail:], v[:, n - tail:], self.rel_pos_bias, m))
+        keep = (pos + n) % m  # keys of the chunk still in progress
+        self.set_cache(incremental_state, {"k": keys[:, keys.size(1) - keep:], "v": values[:, values.size(1) - keep:]})
+        return torch.cat(outputs, dim=1)
 
 
 class FocusBlock(nn.Module):
@@ -71,3 +123,6 @@ class FocusBlock(nn.Module):
 
     def forward(self, x: Tensor, hyper: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
         return self.ffn(self.attn(x, hyper, key_padding_mask))
+
+    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        return self.ffn(self.attn.forward_stream(x, hyper, pos, incremental_state))
