@@ -123,9 +123,8 @@ class FocusDecoder(FairseqIncrementalDecoder):
         Any cut of a stream into segments gives the same outputs as one parallel forward over it:
         this is what decoding (n = 1), prompting and streaming scoring (score_stream.py) run on.
         """
-        if tokens.eq(self.padding_idx).any():
-            raise ValueError("a stream cannot contain padding tokens")
-        x = self.stack.forward_stream(self._embed(tokens), incremental_state)
+        padding_mask = tokens.eq(self.padding_idx)  # beam search can hold dead hypotheses with pads
+        x = self.stack.forward_stream(self._embed(tokens), incremental_state, padding_mask if padding_mask.any() else None)
         return x if features_only else self.output_layer(x)
 
     def _embed(self, tokens: Tensor) -> Tensor:

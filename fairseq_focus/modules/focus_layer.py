@@ -57,8 +57,8 @@ class FocusGatedAttention(StreamingModule):
         y = chunked_attention(q, k, v, self.rel_pos_bias, self.chunk_size, key_padding_mask, p)
         return self._gate(residual, x_f, y)
 
-    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int,
-                       incremental_state: IncrementalState) -> Tensor:
+    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor] = None) -> Tensor:
         """The same map for n new positions (B, n, D) of a stream at pos …, with cached state."""
         residual = x
         if self.prenorm:
@@ -66,7 +66,7 @@ class FocusGatedAttention(StreamingModule):
         x_f = self.filter.forward_stream(x.transpose(1, 2), hyper, pos, incremental_state).transpose(1, 2)
         x_f = self.dropout(x_f)
         q, k, v = self._qkv(x, x_f)
-        y = self._attend_stream(q, k, v, pos, incremental_state)
+        y = self._attend_stream(q, k, v, pos, incremental_state, padding_mask)
         return self._gate(residual, x_f, y)
 
     def _qkv(self, x: Tensor, x_f: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -83,29 +83,30 @@ class FocusGatedAttention(StreamingModule):
         out = residual + torch.sigmoid(phi) * (z - residual)  # eq. 12, 14
         return out if self.prenorm else self.norm(out)
 
-    def _attend_stream(self, q: Tensor, k: Tensor, v: Tensor, pos: int, incremental_state: IncrementalState) -> Tensor:
+    def _attend_stream(self, q: Tensor, k: Tensor, v: Tensor, pos: int, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor]) -> Tensor:
         """Chunked causal attention for positions pos … pos+n−1 with the current chunk's KV cache."""
-        m, n = self.chunk_size, q.size(1)
+        m, (bsz, n) = self.chunk_size, q.shape[:2]
         cache = self.get_cache(incremental_state)
-        k_cache = cache.get("k")
-        k_cache = k.new_zeros(k.size(0), 0, k.size(2)) if k_cache is None else k_cache  # (B, pos mod M, Z)
-        v_cache = cache.get("v")
-        v_cache = v.new_zeros(v.size(0), 0, v.size(2)) if v_cache is None else v_cache  # (B, pos mod M, H)
-        if k_cache.size(1) != pos % m:
-            raise RuntimeError(f"attention cache holds {k_cache.size(1)} keys at position {pos} (chunk {m})")
-        keys, values = torch.cat([k_cache, k], dim=1), torch.cat([v_cache, v], dim=1)  # cache first
+        cached = cache.get("k")
+        offset = 0 if cached is None else cached.size(1)  # keys of the chunk in progress
+        if offset != pos % m:
+            raise RuntimeError(f"attention cache holds {offset} keys at position {pos} (chunk {m})")
+        pads = q.new_zeros(bsz, n, dtype=torch.bool) if padding_mask is None else padding_mask
+        if cached is not None:  # cache first: (B, offset + n, ·)
+            k, v, pads = torch.cat([cached, k], 1), torch.cat([cache["v"], v], 1), torch.cat([cache["pad"], pads], 1)
         head, middle, tail = split_at_boundaries(pos, n, m)
+        parts = [(0, offset + head, head)] if head else []  # (first key, end, queries): finish a chunk
+        parts += [(offset + head + start, offset + head + start + m, m) for start in range(0, middle, m)]
+        parts += [(offset + n - tail, offset + n, tail)] if tail else []  # open a new chunk
         outputs = []
-        if head:  # finish the chunk in progress, over its cached keys
-            outputs.append(attention_in_chunk(q[:, :head], keys[:, :k_cache.size(1) + head],
-                                              values[:, :k_cache.size(1) + head], self.rel_pos_bias, m))
-        if middle:  # whole chunks: the parallel kernel
-            sl = slice(head, head + middle)
-            outputs.append(chunked_attention(q[:, sl], k[:, sl], v[:, sl], self.rel_pos_bias, m))
-        if tail:  # open a new chunk
-            outputs.append(attention_in_chunk(q[:, n - tail:], k[:, n - tail:], v[:, n - tail:], self.rel_pos_bias, m))
-        keep = (pos + n) % m  # keys of the chunk still in progress
-        self.set_cache(incremental_state, {"k": keys[:, keys.size(1) - keep:], "v": values[:, values.size(1) - keep:]})
+        for first, end, nq in parts:
+            kpm = pads[:, first:end] if pads[:, first:end].any() else None
+            outputs.append(attention_in_chunk(q[:, end - offset - nq:end - offset], k[:, first:end], v[:, first:end],
+                                              self.rel_pos_bias, m, kpm))
+        keep = (pos + n) % m
+        start = offset + n - keep
+        self.set_cache(incremental_state, {"k": k[:, start:], "v": v[:, start:], "pad": pads[:, start:]})
         return torch.cat(outputs, dim=1)
 
 
@@ -124,5 +125,6 @@ class FocusBlock(nn.Module):
     def forward(self, x: Tensor, hyper: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
         return self.ffn(self.attn(x, hyper, key_padding_mask))
 
-    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
-        return self.ffn(self.attn.forward_stream(x, hyper, pos, incremental_state))
+    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor] = None) -> Tensor:
+        return self.ffn(self.attn.forward_stream(x, hyper, pos, incremental_state, padding_mask))

@@ -67,14 +67,20 @@ class FocusStack(StreamingModule):
         saved = self.get_incremental_state(incremental_state, "position")
         return 0 if saved is None else int(saved["pos"])
 
-    def forward_stream(self, x: Tensor, incremental_state: IncrementalState) -> Tensor:
-        """x (B, n, D): the next n positions of the streams -> (B, n, D); updates the state."""
+    def forward_stream(self, x: Tensor, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor] = None) -> Tensor:
+        """x (B, n, D): the next n positions of the streams -> (B, n, D); updates the state.
+
+        padding_mask (B, n): pads are treated as in :meth:`forward` (zeroed input, masked keys).
+        """
         pos = self.position(incremental_state)
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         hyper = None
         if self.shared_hyper is not None:
             hyper = self.shared_hyper.forward_stream(x.transpose(1, 2), pos, incremental_state)  # (B, T, D, O)
         for block in self.blocks:
-            x = block.forward_stream(x, hyper, pos, incremental_state)
+            x = block.forward_stream(x, hyper, pos, incremental_state, padding_mask)
         if self.final_norm is not None:
             x = self.final_norm(x)
         self.set_incremental_state(incremental_state, "position", {"pos": torch.tensor(pos + x.size(1))})

@@ -72,11 +72,13 @@ def chunked_attention_ref(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, chunk: 
     return out
 
 
-def attention_in_chunk(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, chunk: int) -> Tensor:
+def attention_in_chunk(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, chunk: int,
+                       key_padding_mask: Optional[Tensor] = None) -> Tensor:
     """n queries at chunk offsets o … o+n−1 over the chunk's keys at offsets 0 … o+n−1.
 
     q (B, n, Z); k (B, o+n, Z) and v (B, o+n, H): the cache followed by the new positions;
-    o + n ≤ M. Returns (B, n, H), the same scores and mask as :func:`chunked_attention`.
+    o + n ≤ M; key_padding_mask (B, o+n). Returns (B, n, H), with the same scores and masking as
+    :func:`chunked_attention` (a pad query keeps its own key, so no row is empty).
     """
     n, total = q.size(1), k.size(1)
     if total > chunk or n > total:
@@ -84,4 +86,7 @@ def attention_in_chunk(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, chunk: int
     rows = torch.arange(total - n, total, device=q.device).view(-1, 1)  # query offsets in the chunk
     cols = torch.arange(total, device=q.device).view(1, -1)  # key offsets
     mask = bias[cols - rows + chunk - 1].to(q.dtype).masked_fill(cols > rows, float("-inf"))  # (n, o+n)
+    if key_padding_mask is not None:
+        pads = key_padding_mask.unsqueeze(1) & (cols != rows).unsqueeze(0)  # (B, n, o+n)
+        mask = mask.unsqueeze(0).masked_fill(pads, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
