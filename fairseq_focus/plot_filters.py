@@ -17,6 +17,7 @@ holds the arrays drawn: ``theta_layer{i}``, ``response_layer{i}`` (Nbins, Nfreq)
 to a temporary directory and moved into ``--out-dir`` only when all succeeded.
 """
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -70,18 +71,19 @@ def _reduce(values: np.ndarray, channel: int) -> np.ndarray:
 
 
 def _plot_lines(path: str, x: np.ndarray, curves: np.ndarray, title: str, xlabel: str, ylabel: str, log: bool) -> None:
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's loggers leave the root at DEBUG
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    colors = plt.cm.viridis(np.linspace(0, 1, len(curves)))
-    for b, (curve, color) in enumerate(zip(curves, colors)):
-        ax.plot(x, curve, color=color, lw=1, label=f"bin {b}" if len(curves) <= 20 else None)
+    cmap = plt.cm.viridis
+    norm = matplotlib.colors.Normalize(vmin=0, vmax=max(len(curves) - 1, 1))
+    for b, curve in enumerate(curves):
+        ax.plot(x, curve, color=cmap(norm(b)), lw=1)
     if log:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    if len(curves) <= 20:
-        ax.legend(fontsize=6, ncol=2)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="time bin")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -111,6 +113,7 @@ def plot_filters(model, tokens: Tensor, out_dir: str, channel: int = -1, taps: i
             _plot_lines(os.path.join(tmp, f"layer{i}_impulse_response.png"), np.arange(taps), impulse,
                         f"layer {i}: impulse response per time bin ({which})", "n", "h[n]", log=False)
         np.savez(os.path.join(tmp, "filters.npz"), **arrays)
+        os.chmod(tmp, 0o755)  # mkdtemp made it private
         if os.path.isdir(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
