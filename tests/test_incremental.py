@@ -279,3 +279,16 @@ def test_sequence_generator_beam_search_same_with_and_without_state():
         for a, b in zip(hyps_a, hyps_b):
             assert torch.equal(a["tokens"], b["tokens"])
             torch.testing.assert_close(a["positional_scores"], b["positional_scores"], rtol=1e-5, atol=1e-5)
+
+
+def test_cached_regularized_kernel_follows_parameter_updates():
+    """Decoding reuses the regularized global-conv kernel; an in-place update must invalidate it."""
+    from fairseq_focus.ops.long_conv import regularize_kernel
+    hyper = tiny_decoder("adaptive", "carry", True).stack.shared_hyper
+    with torch.no_grad():
+        first = hyper.regularized_kernel()
+        assert hyper.regularized_kernel() is first  # reused
+        hyper.kernel.mul_(0.5)  # what an optimizer step or load_state_dict does
+        torch.testing.assert_close(hyper.regularized_kernel(),
+                                   regularize_kernel(hyper.kernel, hyper.squash_lambda, hyper.smooth_width))
+    assert hyper.regularized_kernel().requires_grad  # with autograd on: recomputed, differentiable

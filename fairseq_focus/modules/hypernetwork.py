@@ -38,7 +38,17 @@ class GlobalHyperConv(StreamingModule):
         self.kernel = nn.Parameter(torch.randn(dim, kernel_size) / math.sqrt(kernel_size))
 
     def regularized_kernel(self) -> Tensor:
-        return regularize_kernel(self.kernel, self.squash_lambda, self.smooth_width)
+        """squash ∘ smooth of the kernel. Without autograd (decoding) the result is reused while
+        the parameter is unchanged: the cache key holds its storage and version counter, which
+        every in-place update (optimizer step, load_state_dict) bumps."""
+        if torch.is_grad_enabled() and self.kernel.requires_grad:
+            return regularize_kernel(self.kernel, self.squash_lambda, self.smooth_width)
+        key = (self.kernel.data_ptr(), self.kernel._version, self.kernel.dtype, self.kernel.device)
+        cached = self.__dict__.get("_kernel_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, regularize_kernel(self.kernel, self.squash_lambda, self.smooth_width))
+            self.__dict__["_kernel_cache"] = cached  # a plain attribute: not a buffer, not saved
+        return cached[1]
 
     def pool(self, y: Tensor) -> Tensor:
         """Max-pool each bin's R conv outputs to O values: (B, D, Nbins·R) -> (B, Nbins, D, O)."""
