@@ -2,8 +2,10 @@
 
 ``--user-dir fairseq_focus`` imports this package; fairseq auto-imports ``models/`` and ``tasks/``,
 and importing them here too makes ``import fairseq_focus`` register everything on its own.
+``encoders/`` (the ``focus_bytes`` BPE) is not auto-imported by fairseq, so it is imported here.
 """
 from . import models, tasks  # noqa: F401
+from .encoders import focus_bytes as _focus_bytes  # noqa: F401
 from .models import focus_lm as _focus_lm  # noqa: F401
 from .tasks import focus_lm as _focus_lm_task  # noqa: F401
 from . import criterions  # noqa: F401  (not auto-imported by --user-dir)

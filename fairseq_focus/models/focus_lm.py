@@ -91,9 +91,13 @@ class FocusDecoder(FairseqIncrementalDecoder):
     def forward(self, prev_output_tokens: Tensor, src_lengths: Optional[Tensor] = None,
                 encoder_out=None, incremental_state=None, features_only: bool = False,
                 return_all_hiddens: bool = False):
-        """With ``incremental_state``, fairseq passes the whole prefix and wants the last step only;
-        this recomputes the prefix (exact, O(L) per token)."""
-        x, extra = self.extract_features(prev_output_tokens)
+        """Parallel forward, or — with ``incremental_state`` — the next step of decoding.
+
+        fairseq's incremental contract: it passes the whole prefix and wants the last step only.
+        The state remembers how many positions it has seen, so only the new tokens are run (one per
+        step: O(1) in the prefix length; on the first call, the whole prompt as one segment).
+        """
+        x, extra = self.extract_features(prev_output_tokens, incremental_state=incremental_state)
         if incremental_state is not None:
             x = x[:, -1:]
         if not features_only:
@@ -101,11 +105,30 @@ class FocusDecoder(FairseqIncrementalDecoder):
         return x, extra
 
     def extract_features(self, prev_output_tokens: Tensor, encoder_out=None, incremental_state=None):
+        """(B, L) tokens -> (B, L, D) features; with ``incremental_state``, those of the unseen suffix."""
+        if incremental_state is not None:
+            seen = self.stack.position(incremental_state)
+            if prev_output_tokens.size(1) <= seen:
+                raise ValueError(f"the decoding state has seen {seen} tokens; got a prefix of {prev_output_tokens.size(1)}")
+            return self.forward_stream(prev_output_tokens[:, seen:], incremental_state, features_only=True), \
+                {"attn": [None], "inner_states": None}
         padding_mask = prev_output_tokens.eq(self.padding_idx)
         if not padding_mask.any():
             padding_mask = None
-        x = self.embed_dropout(self.embed_scale * self.embed_tokens(prev_output_tokens))  # (B, L, D)
-        return self.stack(x, padding_mask), {"attn": [None], "inner_states": None}
+        return self.stack(self._embed(prev_output_tokens), padding_mask), {"attn": [None], "inner_states": None}
+
+    def forward_stream(self, tokens: Tensor, incremental_state, features_only: bool = False) -> Tensor:
+        """The next n tokens (B, n) of B streams -> logits (B, n, V) (or features), updating the state.
+
+        Any cut of a stream into segments gives the same outputs as one parallel forward over it:
+        this is what decoding (n = 1), prompting and streaming scoring (score_stream.py) run on.
+        """
+        padding_mask = tokens.eq(self.padding_idx)  # beam search can hold dead hypotheses with pads
+        x = self.stack.forward_stream(self._embed(tokens), incremental_state, padding_mask if padding_mask.any() else None)
+        return x if features_only else self.output_layer(x)
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        return self.embed_dropout(self.embed_scale * self.embed_tokens(tokens))  # (B, L, D)
 
     def output_layer(self, features: Tensor) -> Tensor:
         return self.output_projection(features)
@@ -114,7 +137,8 @@ class FocusDecoder(FairseqIncrementalDecoder):
         return self.max_target_positions or int(1e9)
 
     def reorder_incremental_state(self, incremental_state, new_order: Tensor) -> None:
-        """Nothing is cached between steps yet, so there is nothing to reorder."""
+        """Nothing of the decoder's own: every stateful submodule (modules/streaming.py) reorders
+        its cache when fairseq's ``reorder_incremental_state_scripting`` visits it."""
 
 
 # ---- named architectures -------------------------------------------------------------------------

@@ -11,18 +11,24 @@ then o -> NormalizedFFN. Dropout placement, pre/post norm and the N(0, 0.02) ini
 
 Glossary: D = embed dim, Z = query/key dim, H = value/gate dim, M = chunk_size.
 Layout: batch first, x (B, L, D); L a multiple of the chunk (and bin) size — the stack pads.
+
+Streaming (``forward_stream``, inference): n new positions at pos … pos+n−1; the filter carries its
+own state, the attention keeps the keys/values of the current chunk (≤ M − 1 of them, emptied at
+every chunk start), everything else is per position. Attention dropout is not applied there.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.chunked_attention import chunked_attention
+from ..ops.chunked_attention import attention_in_chunk, chunked_attention
+from ..ops.segments import split_at_boundaries
 from .normalized_ffn import NormalizedFFN
+from .streaming import IncrementalState, StreamingModule
 
 
-class FocusGatedAttention(nn.Module):
+class FocusGatedAttention(StreamingModule):
     def __init__(self, dim: int, zdim: int, hdim: int, chunk_size: int, global_filter: nn.Module,
                  dropout: float, attention_dropout: float, hidden_dropout: float, prenorm: bool):
         super().__init__()
@@ -45,16 +51,63 @@ class FocusGatedAttention(nn.Module):
         residual = x
         if self.prenorm:
             x = self.norm(x)
-        x_f = self.filter(x.transpose(1, 2), hyper).transpose(1, 2)  # (B, L, D)
-        x_f = self.dropout(x_f)
-        q = self.q_proj(x)  # (B, L, Z)
-        k, v = self.kv_proj(x_f).split([self.zdim, self.hdim], dim=-1)
-        gamma, phi, h = self.gate_proj(x_f).split([self.hdim, residual.size(-1), residual.size(-1)], dim=-1)
+        x_f = self.dropout(self.filter(x.transpose(1, 2), hyper).transpose(1, 2))  # (B, L, D)
+        q, k, v = self._qkv(x, x_f)
         p = self.attention_dropout if self.training else 0.0
-        y = chunked_attention(q, k, self.hidden_dropout(v), self.rel_pos_bias, self.chunk_size, key_padding_mask, p)
+        y = chunked_attention(q, k, v, self.rel_pos_bias, self.chunk_size, key_padding_mask, p)
+        return self._gate(residual, x_f, y)
+
+    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor] = None) -> Tensor:
+        """The same map for n new positions (B, n, D) of a stream at pos …, with cached state."""
+        residual = x
+        if self.prenorm:
+            x = self.norm(x)
+        x_f = self.filter.forward_stream(x.transpose(1, 2), hyper, pos, incremental_state).transpose(1, 2)
+        x_f = self.dropout(x_f)
+        q, k, v = self._qkv(x, x_f)
+        y = self._attend_stream(q, k, v, pos, incremental_state, padding_mask)
+        return self._gate(residual, x_f, y)
+
+    def _qkv(self, x: Tensor, x_f: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Q from the (normed) input, K and V from the filtered input (eq. 9)."""
+        q = self.q_proj(x)  # (B, L, Z)
+        k, v = self.kv_proj(x_f).split([self.zdim, self.hdim], dim=-1)  # (B, L, Z), (B, L, H)
+        return q, k, self.hidden_dropout(v)
+
+    def _gate(self, residual: Tensor, x_f: Tensor, y: Tensor) -> Tensor:
+        """Eq. 11-14 around the attention output y (B, L, H)."""
+        dim = residual.size(-1)
+        gamma, phi, h = self.gate_proj(x_f).split([self.hdim, dim, dim], dim=-1)
         z = self.dropout(F.silu(h + self.u_proj(F.silu(gamma) * y)))  # eq. 11, 13
         out = residual + torch.sigmoid(phi) * (z - residual)  # eq. 12, 14
         return out if self.prenorm else self.norm(out)
+
+    def _attend_stream(self, q: Tensor, k: Tensor, v: Tensor, pos: int, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor]) -> Tensor:
+        """Chunked causal attention for positions pos … pos+n−1 with the current chunk's KV cache."""
+        m, (bsz, n) = self.chunk_size, q.shape[:2]
+        cache = self.get_cache(incremental_state)
+        cached = cache.get("k")
+        offset = 0 if cached is None else cached.size(1)  # keys of the chunk in progress
+        if offset != pos % m:
+            raise RuntimeError(f"attention cache holds {offset} keys at position {pos} (chunk {m})")
+        pads = q.new_zeros(bsz, n, dtype=torch.bool) if padding_mask is None else padding_mask
+        if cached is not None:  # cache first: (B, offset + n, ·)
+            k, v, pads = torch.cat([cached, k], 1), torch.cat([cache["v"], v], 1), torch.cat([cache["pad"], pads], 1)
+        head, middle, tail = split_at_boundaries(pos, n, m)
+        parts = [(0, offset + head, head)] if head else []  # (first key, end, queries): finish a chunk
+        parts += [(offset + head + start, offset + head + start + m, m) for start in range(0, middle, m)]
+        parts += [(offset + n - tail, offset + n, tail)] if tail else []  # open a new chunk
+        outputs = []
+        for first, end, nq in parts:
+            kpm = pads[:, first:end] if pads[:, first:end].any() else None
+            outputs.append(attention_in_chunk(q[:, end - offset - nq:end - offset], k[:, first:end], v[:, first:end],
+                                              self.rel_pos_bias, m, kpm))
+        keep = (pos + n) % m
+        start = offset + n - keep
+        self.set_cache(incremental_state, {"k": k[:, start:], "v": v[:, start:], "pad": pads[:, start:]})
+        return torch.cat(outputs, dim=1)
 
 
 class FocusBlock(nn.Module):
@@ -71,3 +124,7 @@ class FocusBlock(nn.Module):
 
     def forward(self, x: Tensor, hyper: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
         return self.ffn(self.attn(x, hyper, key_padding_mask))
+
+    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor] = None) -> Tensor:
+        return self.ffn(self.attn.forward_stream(x, hyper, pos, incremental_state, padding_mask))

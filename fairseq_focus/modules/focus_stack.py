@@ -6,10 +6,16 @@ when it is shared across layers (paper §3.2: "can be shared across multiple Foc
 padded positions, and the final norm of a pre-norm stack.
 
 x (B, L, D), padding_mask (B, L) bool or None -> (B, L, D)
+
+Streaming (:meth:`FocusStack.forward_stream`): the next n positions (B, n, D) of a batch of
+streams — one token while decoding, a prompt, or a segment of a long file — given the state that
+``incremental_state`` holds after the previous ones; the stream position lives there too. The
+output equals the parallel forward's on the whole stream, whatever the cut points.
 """
 import math
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,9 +23,10 @@ from .config import validate
 from .focus_layer import FocusBlock
 from .global_filter import build_filter
 from .hypernetwork import GlobalHyperConv
+from .streaming import IncrementalState, StreamingModule
 
 
-class FocusStack(nn.Module):
+class FocusStack(StreamingModule):
     def __init__(self, cfg):
         super().__init__()
         validate(cfg)
@@ -54,3 +61,27 @@ class FocusStack(nn.Module):
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x[:, :length]
+
+    def position(self, incremental_state: Optional[IncrementalState]) -> int:
+        """How many positions of the streams ``incremental_state`` has seen (0 when empty or None)."""
+        saved = self.get_incremental_state(incremental_state, "position")
+        return 0 if saved is None else int(saved["pos"])
+
+    def forward_stream(self, x: Tensor, incremental_state: IncrementalState,
+                       padding_mask: Optional[Tensor] = None) -> Tensor:
+        """x (B, n, D): the next n positions of the streams -> (B, n, D); updates the state.
+
+        padding_mask (B, n): pads are treated as in :meth:`forward` (zeroed input, masked keys).
+        """
+        pos = self.position(incremental_state)
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        hyper = None
+        if self.shared_hyper is not None:
+            hyper = self.shared_hyper.forward_stream(x.transpose(1, 2), pos, incremental_state)  # (B, T, D, O)
+        for block in self.blocks:
+            x = block.forward_stream(x, hyper, pos, incremental_state, padding_mask)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        self.set_incremental_state(incremental_state, "position", {"pos": torch.tensor(pos + x.size(1))})
+        return x

@@ -13,6 +13,10 @@ rule of Chang et al. 2020, Var(W) = 1 / (fan_in_hyper · fan_in_target), where t
 generated coefficient pair is an order-2 recursion with fan-in 2.
 
 Shapes: x (B, D, L) -> e (B, Nbins, D, O) -> Θ (B, Nbins, D, F, 2).
+
+Streaming (decoding): the convolution continues from the last K−1 inputs; the conv outputs of the
+bin in progress are kept until it completes, then pooled exactly as in the parallel path; the
+embedding of the last completed bin is what the next bin's Θ is computed from.
 """
 import math
 
@@ -20,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.long_conv import causal_conv, regularize_kernel
+from ..ops.long_conv import causal_conv, causal_conv_stream, regularize_kernel
+from ..ops.segments import blocks_touched
+from .streaming import IncrementalState, StreamingModule
 
 
-class GlobalHyperConv(nn.Module):
+class GlobalHyperConv(StreamingModule):
     def __init__(self, dim: int, kernel_size: int, bin_size: int, oversampling: int,
                  squash_lambda: float, smooth_width: int):
         super().__init__()
@@ -31,14 +37,53 @@ class GlobalHyperConv(nn.Module):
         self.squash_lambda, self.smooth_width = squash_lambda, smooth_width
         self.kernel = nn.Parameter(torch.randn(dim, kernel_size) / math.sqrt(kernel_size))
 
-    def forward(self, x: Tensor) -> Tensor:
-        bsz, dim, length = x.shape
+    def regularized_kernel(self) -> Tensor:
+        """squash ∘ smooth of the kernel. Without autograd (decoding) the result is reused while
+        the parameter is unchanged: the cache key holds its storage and version counter, which
+        every in-place update (optimizer step, load_state_dict) bumps."""
+        if torch.is_grad_enabled() and self.kernel.requires_grad:
+            return regularize_kernel(self.kernel, self.squash_lambda, self.smooth_width)
+        key = (self.kernel.data_ptr(), self.kernel._version, self.kernel.dtype, self.kernel.device)
+        cached = self.__dict__.get("_kernel_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, regularize_kernel(self.kernel, self.squash_lambda, self.smooth_width))
+            self.__dict__["_kernel_cache"] = cached  # a plain attribute: not a buffer, not saved
+        return cached[1]
+
+    def pool(self, y: Tensor) -> Tensor:
+        """Max-pool each bin's R conv outputs to O values: (B, D, Nbins·R) -> (B, Nbins, D, O)."""
+        bsz, dim, length = y.shape
         nbins = length // self.bin_size
-        kernel = regularize_kernel(self.kernel, self.squash_lambda, self.smooth_width)
-        y = causal_conv(x, kernel)  # (B, D, L)
         y = y.reshape(bsz * dim * nbins, 1, self.bin_size)  # one row per (batch, channel, bin)
         e = F.adaptive_max_pool1d(y, self.oversampling)  # windows stay inside the bin
-        return e.view(bsz, dim, nbins, self.oversampling).transpose(1, 2)  # (B, Nbins, D, O)
+        return e.view(bsz, dim, nbins, self.oversampling).transpose(1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(causal_conv(x, self.regularized_kernel()))  # (B, Nbins, D, O)
+
+    def forward_stream(self, x: Tensor, pos: int, incremental_state: IncrementalState) -> Tensor:
+        """x (B, D, n) at stream positions pos … pos+n−1 -> e_before (B, T, D, O).
+
+        For each of the T bins those positions touch, the embedding of the bin *before* it (what
+        its Θ is computed from; zeros before bin 0, whose Θ is the learned default anyway).
+        """
+        bsz, dim, n = x.shape
+        cache = self.get_cache(incremental_state)
+        history = cache.get("inputs")
+        if history is None:
+            history = x.new_zeros(bsz, dim, self.kernel.size(-1) - 1)
+        current = cache.get("bin")  # conv outputs of the bin in progress, (B, D, pos mod R)
+        current = x.new_zeros(bsz, dim, 0) if current is None else current
+        if current.size(-1) != pos % self.bin_size:
+            raise RuntimeError(f"hypernetwork state holds {current.size(-1)} samples of a bin at position {pos}")
+        y, history = causal_conv_stream(x, self.regularized_kernel(), history)
+        current = torch.cat([current, y], dim=-1)
+        whole = current.size(-1) - current.size(-1) % self.bin_size
+        last = cache.get("last")  # embedding of the last completed bin, (B, 1, D, O)
+        last = x.new_zeros(bsz, 1, dim, self.oversampling) if last is None else last
+        embeddings = torch.cat([last, self.pool(current[..., :whole])], dim=1)  # bins pos//R − 1, …
+        self.set_cache(incremental_state, {"inputs": history, "bin": current[..., whole:], "last": embeddings[:, -1:]})
+        return embeddings[:, :blocks_touched(pos, n, self.bin_size)]
 
 
 class LocalHyperMLP(nn.Module):
@@ -62,6 +107,14 @@ class LocalHyperMLP(nn.Module):
 
     def first_bin(self, bsz: int) -> Tensor:
         return torch.sigmoid(self.first_bin_logits).expand(bsz, 1, -1, -1, -1)
+
+    def for_bins(self, e_before: Tensor, first_bin: int) -> Tensor:
+        """Θ of T consecutive bins from bin ``first_bin`` on, given the embedding of the bin before
+        each one: (B, T, D, O) -> (B, T, D, F, 2); bin 0 takes the learned default (streaming)."""
+        theta = self.unshifted(e_before)
+        if first_bin == 0:
+            theta = torch.cat([self.first_bin(e_before.size(0)).to(theta.dtype), theta[:, 1:]], dim=1)
+        return theta
 
     def forward(self, e: Tensor) -> Tensor:
         """Causal Θ: bin i is filtered with coefficients computed from bin i−1."""

@@ -7,6 +7,9 @@ the IIR filter in front of the attention is what carries information across chun
 
 Shapes: q, k (B, L, Z); v (B, L, H); bias (2M − 1,) indexed by offset + M − 1;
 key_padding_mask (B, L) bool, True at pads -> (B, L, H). L must be a multiple of M.
+
+Streaming (:func:`attention_in_chunk`): new queries inside one chunk attend to the chunk's cached
+keys/values plus their own — a KV cache never longer than M, emptied at every chunk start.
 """
 from typing import Optional
 
@@ -67,3 +70,23 @@ def chunked_attention_ref(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, chunk: 
                 scores = scores.masked_fill(pad, float("-inf"))
             out[:, t] = torch.einsum("bj,bjh->bh", scores.softmax(-1), v[:, keys])
     return out
+
+
+def attention_in_chunk(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, chunk: int,
+                       key_padding_mask: Optional[Tensor] = None) -> Tensor:
+    """n queries at chunk offsets o … o+n−1 over the chunk's keys at offsets 0 … o+n−1.
+
+    q (B, n, Z); k (B, o+n, Z) and v (B, o+n, H): the cache followed by the new positions;
+    o + n ≤ M; key_padding_mask (B, o+n). Returns (B, n, H), with the same scores and masking as
+    :func:`chunked_attention` (a pad query keeps its own key, so no row is empty).
+    """
+    n, total = q.size(1), k.size(1)
+    if total > chunk or n > total:
+        raise ValueError(f"{n} queries over {total} keys do not fit a chunk of {chunk}")
+    rows = torch.arange(total - n, total, device=q.device).view(-1, 1)  # query offsets in the chunk
+    cols = torch.arange(total, device=q.device).view(1, -1)  # key offsets
+    mask = bias[cols - rows + chunk - 1].to(q.dtype).masked_fill(cols > rows, float("-inf"))  # (n, o+n)
+    if key_padding_mask is not None:
+        pads = key_padding_mask.unsqueeze(1) & (cols != rows).unsqueeze(0)  # (B, n, o+n)
+        mask = mask.unsqueeze(0).masked_fill(pads, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -56,3 +56,32 @@ def ema_filter_ref(x: Tensor, p: Tensor, q: Tensor, beta: Tensor, gamma: Tensor,
         out.append(y_t)
     y = torch.stack(out, dim=-1)
     return (y, state) if return_state else y
+
+
+def ema_filter_stream(x: Tensor, p: Tensor, q: Tensor, beta: Tensor, gamma: Tensor,
+                      state: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Continue the EMA over n new inputs x (B, D, n) from ``state`` (B, D, N) or None (zeros).
+
+    By linearity, y = (zero-state response) + Σ_n γ_n q_nᵗ⁺¹ s_n and the new state is
+    (zero-state end state) + qⁿ s. One input goes through :func:`ema_step`.
+    """
+    if x.size(-1) == 1:
+        y, state = ema_step(x[..., 0], p, q, beta, gamma, state)
+        return y.unsqueeze(-1), state
+    y, end = ema_filter(x, p, q, beta, gamma, return_state=True)
+    if state is None:
+        return y, end
+    t = torch.arange(1, x.size(-1) + 1, device=x.device, dtype=q.dtype)
+    decay = torch.exp(t * torch.log(q).unsqueeze(-1))  # q^{t+1}, (D, N, n)
+    y = y + torch.einsum("bdn,dn,dnl->bdl", state, gamma, decay).to(y.dtype)
+    return y, end + decay[..., -1] * state
+
+
+def ema_filter_stream_ref(x: Tensor, p: Tensor, q: Tensor, beta: Tensor, gamma: Tensor,
+                          state: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Reference twin of :func:`ema_filter_stream`: a loop of :func:`ema_step`."""
+    out = []
+    for t in range(x.size(-1)):
+        y_t, state = ema_step(x[..., t], p, q, beta, gamma, state)
+        out.append(y_t)
+    return torch.stack(out, dim=-1), state

@@ -11,7 +11,13 @@ convolution is linear, never circular. Because K is fixed, nothing about positio
 the total length L (DESIGN.md "Length independence").
 
 Shapes: x (B, D, L), kernel (D, K) -> (B, D, L).
+
+Streaming (:func:`causal_conv_stream`): only the last K − 1 inputs ever reach a new output, so a
+stream is continued from a history buffer of that many inputs (zeros before the stream starts,
+exactly the zero padding of the parallel path).
 """
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -45,3 +51,32 @@ def causal_conv_ref(x: Tensor, kernel: Tensor) -> Tensor:
     for j in range(min(kernel.size(-1), length)):
         out[..., j:] += kernel[:, j : j + 1] * x[..., : length - j]
     return out
+
+
+def causal_conv_stream(x: Tensor, kernel: Tensor, history: Tensor) -> Tuple[Tensor, Tensor]:
+    """Continue a causal convolution over n new inputs of a stream.
+
+    x: (B, D, n); kernel: (D, K); history: (B, D, K−1), the previous K−1 inputs (zeros before the
+    start). Returns y (B, D, n) and the new history (B, D, K−1). One input costs O(D·K) by a dot
+    product; a longer segment goes through :func:`causal_conv` on [history, x].
+    """
+    ksize = kernel.size(-1)
+    if history.size(-1) != ksize - 1:
+        raise ValueError(f"history holds {history.size(-1)} inputs, the kernel needs {ksize - 1}")
+    full = torch.cat([history, x], dim=-1)  # (B, D, K−1+n)
+    if x.size(-1) == 1:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # y[t] = Σ_j k[j] x[t−j]: the last K inputs, newest first, against the taps
+            window = full.to(dtype).flip(-1)  # (B, D, K)
+            y = torch.einsum("bdk,dk->bd", window, kernel.to(dtype)).unsqueeze(-1).to(x.dtype)
+    else:
+        y = causal_conv(full, kernel)[..., ksize - 1:]
+    return y, full[..., full.size(-1) - (ksize - 1):]
+
+
+def causal_conv_stream_ref(x: Tensor, kernel: Tensor, history: Tensor) -> Tuple[Tensor, Tensor]:
+    """Reference twin of :func:`causal_conv_stream`: the tap sum over [history, x]."""
+    ksize = kernel.size(-1)
+    full = torch.cat([history, x], dim=-1)
+    return causal_conv_ref(full, kernel)[..., ksize - 1:], full[..., full.size(-1) - (ksize - 1):]
