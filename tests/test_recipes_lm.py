@@ -176,7 +176,7 @@ BPC_LINE = re.compile(r"^test BPC = (\S+) \(protocol: (\w+):.*; ([\d,]+) tokens\
 
 @pytest.mark.slow
 @pytest.mark.parametrize("corpus,variant", [("enwik8", "focus"), ("text8", "static")])
-def test_train_then_eval_prints_finite_bpc_for_both_protocols(prepared, tmp_path, corpus, variant):
+def test_train_then_eval_prints_finite_bpc_for_every_protocol(prepared, tmp_path, corpus, variant):
     data_bin, _ = prepared[corpus]
     save_dir = tmp_path / "ckpt"
     proc = train(corpus, data_bin, save_dir, max_update=3, VARIANT=variant, SAVE_INTERVAL_UPDATES="0")
@@ -187,7 +187,7 @@ def test_train_then_eval_prints_finite_bpc_for_both_protocols(prepared, tmp_path
     out = run(["bash", str(RECIPES / corpus / "eval.sh")], cwd=tmp_path,
               env={**EVAL_ENV, "DATA_BIN": str(data_bin), "SAVE_DIR": str(save_dir)}).stdout
     results = {m.group(2): (float(m.group(1)), int(m.group(3).replace(",", ""))) for m in BPC_LINE.finditer(out)}
-    assert set(results) == {"blocks", "sliding"}, out
+    assert set(results) == {"blocks", "sliding", "stream"}, out
     for bpc, ntokens in results.values():
         assert math.isfinite(bpc) and 0 < bpc < 10
         assert ntokens == SIZES[corpus][2] + 1  # every test byte/char, plus the split's final </s>

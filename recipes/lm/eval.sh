@@ -11,8 +11,11 @@
 #   sliding  fairseq's --context-window: blocks of EVAL_TOKENS - CONTEXT_WINDOW new tokens, each
 #            fed with the CONTEXT_WINDOW tokens before it, only the new tokens scored: every token
 #            (after the first block) is predicted from at least CONTEXT_WINDOW tokens of left context.
-# A third protocol that carries the model's state across consecutive segments (as MEGA reports
-# enwik8 and fairseq's examples/truncated_bptt evaluates) slots in as one more `case` branch below.
+#   stream   the whole split as one stream, fed in consecutive segments of EVAL_TOKENS tokens with
+#            the model's state (IIR/EMA state, hypernetwork history, current attention chunk)
+#            carried across segments (python -m fairseq_focus.score_stream): every token sees the
+#            whole split before it, as MEGA reports enwik8 and fairseq's examples/truncated_bptt
+#            evaluates. Equal to one parallel forward over the whole split.
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -32,7 +35,7 @@ ARCH="${ARCH:-$DEFAULT_ARCH}"
 SAVE_DIR="${SAVE_DIR:-checkpoints/${CORPUS}_${ARCH}}"
 CHECKPOINT="${CHECKPOINT:-$SAVE_DIR/checkpoint_best.pt}"
 SUBSET="${SUBSET:-test}"
-PROTOCOLS="${PROTOCOLS:-blocks sliding}"
+PROTOCOLS="${PROTOCOLS:-blocks sliding stream}"
 EVAL_TOKENS="${EVAL_TOKENS:-8192}"          # block length fed to the model (the training length)
 CONTEXT_WINDOW="${CONTEXT_WINDOW:-6144}"    # sliding: left context per block; scores 2048 new tokens
 MAX_TOKENS="${MAX_TOKENS:-65536}"           # tokens per eval batch
@@ -79,6 +82,17 @@ for protocol in $PROTOCOLS; do
             read -r bpc ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS" --context-window "$CONTEXT_WINDOW")
             echo "$SUBSET BPC = $bpc (protocol: sliding: fairseq --context-window $CONTEXT_WINDOW, $((EVAL_TOKENS - CONTEXT_WINDOW)) new tokens scored per $EVAL_TOKENS-token window; $ntok tokens)"
             ;;
-        *) die "unknown protocol '$protocol' in PROTOCOLS (known: blocks sliding)" ;;
+        stream)
+            if ! PYTHONPATH="$(dirname "$USER_DIR")${PYTHONPATH:+:$PYTHONPATH}" python -m fairseq_focus.score_stream \
+                "$DATA_BIN" --path "$CHECKPOINT" --gen-subset "$SUBSET" --segment-len "$EVAL_TOKENS" \
+                "${DEVICE_ARGS[@]}" > "$LOG" 2>&1; then
+                tail -n 20 "$LOG" >&2
+                die "fairseq_focus.score_stream failed (last lines above)"
+            fi
+            read -r bpc ntok < <(sed -n 's/^streaming BPC = \([0-9.]*\) over \([0-9]*\) tokens.*/\1 \2/p' "$LOG" | tail -n 1)
+            [[ -n "${bpc:-}" ]] || die "no 'streaming BPC' line in score_stream's output"
+            echo "$SUBSET BPC = $bpc (protocol: stream: the whole split as one stream, segments of $EVAL_TOKENS tokens, model state carried across segments; $ntok tokens)"
+            ;;
+        *) die "unknown protocol '$protocol' in PROTOCOLS (known: blocks sliding stream)" ;;
     esac
 done
