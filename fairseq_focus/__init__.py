@@ -6,3 +6,5 @@ and importing them here too makes ``import fairseq_focus`` register everything o
 from . import models, tasks  # noqa: F401
 from .models import focus_lm as _focus_lm  # noqa: F401
 from .tasks import focus_lm as _focus_lm_task  # noqa: F401
+from .tasks import associative_recall as _associative_recall_task  # noqa: F401
+from .models import focus_recall as _focus_recall  # noqa: F401

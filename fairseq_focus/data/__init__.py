@@ -1,0 +1,1 @@
+"""Data generators and readers that the tasks use (pure numpy/torch, no fairseq import)."""
