@@ -142,7 +142,7 @@ def test_task_batches_are_shifted_examples():
         task.load_dataset(split)
         ds = task.dataset(split)
         batch = ds.collater([ds[i] for i in range(len(ds))])
-        tokens = torch.from_numpy(examples) + task.dictionary.nspecial
+        tokens = torch.from_numpy(examples).long() + task.dictionary.nspecial
         assert torch.equal(batch["net_input"]["src_tokens"], tokens[:, :-1])
         assert torch.equal(batch["target"], tokens[:, 1:])
     names = recall_vocab(10).names
@@ -172,7 +172,7 @@ def test_recall_models_are_causal(arch, extra):
     """Changing input token s changes no logit at a position t < s (L = 62: 4 bins of 16 and a short
     fifth one; attention chunks of 32)."""
     task, model = _recall_model(arch, 62, extra)
-    tokens = torch.from_numpy(task.examples()[0][:2, :-1] + task.dictionary.nspecial)  # (2, 63)
+    tokens = torch.from_numpy(task.examples()[0][:2, :-1]).long() + task.dictionary.nspecial  # (2, 63)
     with torch.no_grad():
         base = model(tokens)[0]
         for s in (5, 16, 31, 40, 62):
@@ -185,11 +185,11 @@ def test_recall_models_are_causal(arch, extra):
 
 def test_recall_archs_follow_table6():
     _, model = _recall_model("focus_recall", 1024)
-    cfg = model.decoder.stack.blocks[0]
     n_params = sum(p.numel() for p in model.parameters())
     assert model.decoder.embed_tokens.embedding_dim == 64 and len(model.decoder.stack.blocks) == 2
     assert model.decoder.stack.bin_size == 256  # NFFT = L / 4
-    assert model.decoder.max_positions() == 1026 and 50_000 < n_params < 200_000 and cfg is not None
+    assert model.decoder.stack.multiple == 256  # lcm(R, M = 32): chunks of 32 tile the bins
+    assert model.decoder.max_positions() == 1026 and 50_000 < n_params < 200_000
     _, tlm = _recall_model("focus_recall_transformer", 64)
     assert tlm.decoder.embed_tokens.embedding_dim == 64 and len(tlm.decoder.layers) == 2
     assert tlm.decoder.output_projection.weight.shape[1] == 64 and tlm.decoder.layers[0].self_attn.num_heads == 1

@@ -80,7 +80,7 @@ def generate_example(rng: np.random.Generator, vocab: RecallVocab, seq_len: int)
         raise ValueError(f"--seq-len {seq_len} must be at least 2 (one key-value pair)")
     n_keys, n_values = len(vocab.keys), len(vocab.values)
     value_of = [vocab.values[_pick(rng, n_values)] for _ in range(n_keys)]  # this example's map
-    ex = np.empty(example_length(seq_len), dtype=np.int64)
+    ex = np.empty(example_length(seq_len), dtype=np.int32)  # 4 bytes a token: 0.5 GB at L = 64K
     first_seen = {}  # key index -> order of first occurrence
     for p in range(seq_len // 2):
         k = _pick(rng, n_keys)
@@ -96,9 +96,9 @@ def generate_example(rng: np.random.Generator, vocab: RecallVocab, seq_len: int)
 
 def _generate_split(rng: np.random.Generator, vocab: RecallVocab, seq_len: int, count: int,
                     exclude: Set[bytes]) -> np.ndarray:
-    """``count`` distinct examples not in ``exclude``, shuffled: (count, example_length) int64."""
+    """``count`` distinct examples not in ``exclude``, shuffled: (count, example_length) int32."""
     drawn = np.stack([generate_example(rng, vocab, seq_len) for _ in range(count)]) if count else \
-        np.empty((0, example_length(seq_len)), dtype=np.int64)
+        np.empty((0, example_length(seq_len)), dtype=np.int32)
     rows = [r for r in np.unique(drawn, axis=0) if r.tobytes() not in exclude]  # sorted, as the reference
     seen = {r.tobytes() for r in rows}
     draws = 0

@@ -160,5 +160,5 @@ class _ShiftedExamples(torch.utils.data.Dataset):
         return len(self.examples)
 
     def __getitem__(self, index: int):
-        ex = torch.from_numpy(self.examples[index] + self.offset)
+        ex = torch.from_numpy(self.examples[index]).long() + self.offset
         return ex[:-1], ex[1:], None
