@@ -17,6 +17,9 @@ from fairseq_focus.data.associative_recall import (
 from fairseq_focus.tasks.associative_recall import AssociativeRecallTask, last_token_hits
 
 RECIPE = REPO / "recipes" / "associative_recall"
+# The CLI runs use one thread: these models are small, and two OpenMP threads on a busy 2-core
+# machine made one 17 s run take minutes.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 # ---- generator -----------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ def _train_cmd(arch, seq_len, workdir, *extra):
 
 @pytest.mark.slow
 def test_paper_mode_is_refused_through_the_cli(tmp_path):
-    proc = run(_train_cmd("focus_recall", 16, tmp_path, "--iir-mode", "paper"), check=False)
+    proc = run(_train_cmd("focus_recall", 16, tmp_path, "--iir-mode", "paper"), env=ONE_THREAD, check=False)
     assert proc.returncode != 0
     assert "--iir-mode paper is not causal" in proc.stderr + proc.stdout
     assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
@@ -216,21 +219,22 @@ def test_paper_mode_is_refused_through_the_cli(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["focus_recall", "focus_recall_static", "focus_recall_ema", "focus_recall_transformer"])
 def test_every_model_trains_and_reports_accuracy(tmp_path, arch):
-    proc = run(_train_cmd(arch, 16, tmp_path))
+    proc = run(_train_cmd(arch, 16, tmp_path), env=ONE_THREAD)
     valid = [json.loads(line[line.index("{"):]) for line in proc.stdout.splitlines() + proc.stderr.splitlines()
              if "| valid |" in line and "{" in line]
     assert valid and 0.0 <= float(valid[-1]["valid_accuracy"]) <= 100.0
     proc = run(["fairseq-validate", "--user-dir", USER_DIR, "--task", "associative_recall", "--path",
                 str(tmp_path / "ckpt" / "checkpoint_last.pt"), "--valid-subset", "test", "--cpu",
-                "--batch-size", "32", "--num-workers", "0"])
+                "--batch-size", "32", "--num-workers", "0"], env=ONE_THREAD)
     assert re.search(r"accuracy \d", proc.stdout + proc.stderr)
 
 
 # Focus learns recall: L = 16 (8 pairs, one attention chunk), vocabulary 10 (4 keys, 4 values:
-# chance 25%), 500 training examples, 12 epochs (192 updates, ~15 s on one free core). Measured
-# final accuracies with this budget: 100.0 (seed 1), see the recipe README for seeds 2 and 3; the
-# threshold of 60% leaves a wide margin above chance and below what every seed reached.
-LEARN_THRESHOLD = 60.0
+# chance 25%), 500 training examples, 12 epochs (192 updates). Final accuracies measured with this
+# command: 99.0 / 100.0 / 100.0 for seeds 1 / 2 / 3 (recipe README). The threshold sits well above
+# chance and above what guessing the most frequent value of the context scores on these held-out
+# sets (47.5 / 51.5 / 50.0%), which needs no recall; and ~20 points below what every seed reached.
+LEARN_THRESHOLD = 80.0
 
 
 def _last_valid_accuracy(log_text: str) -> float:
@@ -247,7 +251,7 @@ def test_focus_learns_recall_above_chance(tmp_path):
                 "--arch", "focus_recall", "--criterion", "cross_entropy", "--optimizer", "adam",
                 "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
                 "--warmup-updates", "50", "--batch-size", "32", "--max-epoch", "12", "--no-save", "--cpu",
-                "--num-workers", "0", "--log-format", "json"])
+                "--num-workers", "0", "--log-format", "json"], env=ONE_THREAD)
     assert _last_valid_accuracy(proc.stdout + proc.stderr) >= LEARN_THRESHOLD
 
 
@@ -255,7 +259,7 @@ def test_focus_learns_recall_above_chance(tmp_path):
 def test_recipe_grid_runs_and_collects_a_table(tmp_path):
     env = {"GRID_L": "8 12", "ARCHS": "focus_recall focus_recall_transformer", "VOCAB": "10", "NUM_TRAIN": "32",
            "NUM_TEST": "16", "EPOCHS": "2", "WARMUP_EPOCHS": "1", "LR": "1e-3", "CPU": "1",
-           "WORK": str(tmp_path / "work"), "USER_DIR": USER_DIR, "PYTHON": os.sys.executable}
+           "WORK": str(tmp_path / "work"), "USER_DIR": USER_DIR, "PYTHON": os.sys.executable, **ONE_THREAD}
     proc = run(["bash", str(RECIPE / "grid.sh")], env=env)
     rows = [line for line in proc.stdout.splitlines() if re.match(r"\| (8|12) \|", line)]
     assert len(rows) == 2, proc.stdout[-3000:]
