@@ -1,1 +1,1 @@
-"""Dataset readers the tasks use: IDX files and prepared pixel-classification splits."""
+"""Data the tasks use: byte corpora, IDX files and pixel splits, recall generators (no fairseq import)."""

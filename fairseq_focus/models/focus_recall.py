@@ -1,0 +1,88 @@
+"""Named architectures for the associative recall task (paper appendix A, Table 6).
+
+Table 6: 2 layers, F = 1, NFFT = L/4, C = 32 (width 64 as in Hyena's recall models). Our reading:
+
+* NFFT = L/4 → ``--bin-size`` R = L/4 rounded up to a multiple of the oversampling O, where L is
+  ``--seq-len`` (Table 1's L). The model reads L + 2 tokens, so the copy prefix and the query key
+  fall into a fifth, short bin, filtered with Θ computed from the fourth (the causal shift).
+* C = 32 → ``--chunk-size`` M = 32, the attention chunk *length*. The paper's §3.3 writes C for
+  the number of chunks (L = M·C), but 32 chunks cannot be cut from Table 1's L = 30, and the code
+  base the paper builds on (MEGA) names its chunk length "chunk size"; so we read C as M. At L = 30
+  the whole input (32 tokens) is one chunk. Override with ``--chunk-size`` to test the other reading.
+* The global hypernetwork kernel covers the whole input (``--hyper-kernel-size`` = L + 2).
+
+These archs read ``--seq-len`` from the task, so they work with ``--task associative_recall`` only
+(or with ``--bin-size`` and ``--hyper-kernel-size`` given explicitly).
+
+Archs (one command line differs only in ``--arch``):
+
+=============================  ==========================  ============================
+arch                           model                       paper's name
+=============================  ==========================  ============================
+focus_recall                   focus_lm, adaptive filter   Focus
+focus_recall_static            focus_lm, static filter     Focus-H
+focus_recall_ema               focus_lm, MEGA's EMA        MEGA-EMA
+focus_recall_transformer       fairseq's transformer_lm    Transformer (attention only)
+=============================  ==========================  ============================
+"""
+import math
+
+from fairseq.models import register_model_architecture
+from fairseq.models.transformer_lm import base_lm_architecture
+
+from ..tasks.associative_recall import input_length
+from .focus_lm import _set_default, base_architecture
+
+WIDTH = 64
+LAYERS = 2
+CHUNK = 32
+
+
+def recall_bin_size(seq_len: int, oversampling: int) -> int:
+    """NFFT = L/4, rounded up to a whole number of oversampling windows."""
+    return oversampling * math.ceil(seq_len / (4 * oversampling))
+
+
+def _needs_seq_len(args, name: str) -> int:
+    seq_len = getattr(args, "seq_len", None)
+    if seq_len is None and (getattr(args, "bin_size", None) is None or getattr(args, "hyper_kernel_size", None) is None):
+        raise ValueError(f"--arch {name} sizes its bins from --seq-len: use --task associative_recall "
+                         f"or give --bin-size and --hyper-kernel-size")
+    return seq_len
+
+
+def _focus_recall(args, name: str, filt: str) -> None:
+    seq_len = _needs_seq_len(args, name)
+    _set_default(args, "focus_filter", filt)
+    _set_default(args, "decoder_layers", LAYERS)
+    _set_default(args, "decoder_embed_dim", WIDTH)
+    _set_default(args, "decoder_hidden_dim", 2 * WIDTH)
+    _set_default(args, "decoder_ffn_embed_dim", 2 * WIDTH)
+    _set_default(args, "decoder_z_dim", WIDTH // 2)
+    _set_default(args, "num_filters", 1)
+    _set_default(args, "chunk_size", CHUNK)
+    _set_default(args, "oversampling", 4)
+    if seq_len is not None:
+        _set_default(args, "bin_size", recall_bin_size(seq_len, args.oversampling))
+        _set_default(args, "hyper_kernel_size", input_length(seq_len))
+    base_architecture(args)
+
+
+register_model_architecture("focus_lm", "focus_recall")(lambda args: _focus_recall(args, "focus_recall", "adaptive"))
+register_model_architecture("focus_lm", "focus_recall_static")(
+    lambda args: _focus_recall(args, "focus_recall_static", "static"))
+register_model_architecture("focus_lm", "focus_recall_ema")(lambda args: _focus_recall(args, "focus_recall_ema", "ema"))
+
+
+@register_model_architecture("transformer_lm", "focus_recall_transformer")
+def focus_recall_transformer(args) -> None:
+    """fairseq's stock decoder, as narrow as the Focus models: every width is set, else the input
+    and output projections stay at fairseq's 512."""
+    _set_default(args, "decoder_layers", LAYERS)
+    _set_default(args, "decoder_embed_dim", WIDTH)
+    _set_default(args, "decoder_input_dim", WIDTH)
+    _set_default(args, "decoder_output_dim", WIDTH)
+    _set_default(args, "decoder_ffn_embed_dim", 4 * WIDTH)
+    _set_default(args, "decoder_attention_heads", 1)
+    _set_default(args, "share_decoder_input_output_embed", True)
+    base_lm_architecture(args)

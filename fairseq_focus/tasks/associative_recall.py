@@ -1,0 +1,164 @@
+"""``associative_recall`` task: the in-context-learning benchmark of the Focus paper (§5.1, Table 1).
+
+Synthetic examples ``k v k v … => k_q v_q`` come from :mod:`fairseq_focus.data.associative_recall`
+(deterministic in ``--seed``, compatible with Hyena's reference generator). A decoder-only language
+model (``focus_lm`` in any ``--focus-filter`` variant, or fairseq's own ``transformer_lm``) reads
+``ex[:-1]`` and predicts ``ex[1:]``; training uses the criterion's loss on every position (fairseq's
+``cross_entropy``). Validation additionally logs ``accuracy``: the percentage of examples whose last
+target — the value v_q of the query key — is the model's arg-max (chance ≈ 100 / number of values).
+
+Splits: ``train`` holds ``--num-train`` examples; ``valid`` and ``test`` both hold the
+``--num-test`` held-out examples (disjoint from train), as in the reference setup, whose validation
+set is its test set.
+"""
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from fairseq import metrics
+from fairseq.data import Dictionary, MonolingualDataset
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, open_dict
+from torch import Tensor
+
+from ..data.associative_recall import example_length, generate_recall_data, recall_vocab
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+def input_length(seq_len: int) -> int:
+    """Tokens a model reads per example: ex[:-1]."""
+    return example_length(seq_len) - 1
+
+
+def last_token_hits(logits: Tensor, target: Tensor, pad: int) -> Tuple[int, int]:
+    """(correct, total) over each row's last non-pad target. logits (B, T, V), target (B, T),
+    right-padded. No other position counts."""
+    last = target.ne(pad).sum(dim=1) - 1  # (B,) index of each row's final target
+    rows = torch.arange(target.size(0), device=target.device)
+    predicted = logits[rows, last].argmax(dim=-1)  # (B,)
+    return int(predicted.eq(target[rows, last]).sum()), int(target.size(0))
+
+
+@dataclass
+class AssociativeRecallConfig(FairseqDataclass):
+    seq_len: int = field(
+        default=64, metadata={"help": "L: key and value tokens per example (L // 2 pairs); the model reads "
+                                      "2·(L // 2) + 2 tokens (the pairs, the copy prefix, the query key)"})
+    vocab_size: int = field(
+        default=30, metadata={"help": "vocabulary size, counting the copy prefix and the no-op token; keys "
+                                      "and values are the two halves of the rest"})
+    num_train: int = field(default=2000, metadata={"help": "distinct training examples"})
+    num_test: int = field(default=500, metadata={"help": "distinct held-out examples (the valid and test splits)"})
+    seed: int = II("common.seed")  # --seed seeds the data generator as well as fairseq
+    tokens_per_sample: int = field(
+        default=0, metadata={"help": "longest input a model must accept (its max_target_positions); "
+                                     "0: the input length 2·(L // 2) + 2"})
+    max_target_positions: Optional[int] = field(
+        default=None, metadata={"help": "read by transformer_lm; always set to --tokens-per-sample"})
+    add_bos_token: bool = field(default=False, metadata={"help": "not supported (read by transformer_lm)"})
+
+
+@register_task("associative_recall", dataclass=AssociativeRecallConfig)
+class AssociativeRecallTask(FairseqTask):
+    def __init__(self, cfg: AssociativeRecallConfig, dictionary: Dictionary):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+        self._examples = None  # (train, test) arrays of recall token ids, generated on first use
+
+    @classmethod
+    def setup_task(cls, cfg: AssociativeRecallConfig, **kwargs):
+        needed = input_length(cfg.seq_len)
+        if cfg.tokens_per_sample and cfg.tokens_per_sample < needed:
+            raise ValueError(f"--tokens-per-sample {cfg.tokens_per_sample} is shorter than the input "
+                             f"length {needed} of --seq-len {cfg.seq_len}")
+        if cfg.add_bos_token:
+            raise ValueError("--add-bos-token is not supported by the associative_recall task")
+        if cfg.seq_len < 2 or cfg.num_train < 1 or cfg.num_test < 1:
+            raise ValueError(f"need --seq-len >= 2, --num-train >= 1 and --num-test >= 1 (got {cfg.seq_len}, "
+                             f"{cfg.num_train}, {cfg.num_test})")
+        return cls(cfg, cls.build_dictionary_for(cfg.vocab_size))
+
+    @staticmethod
+    def build_dictionary_for(vocab_size: int) -> Dictionary:
+        """fairseq's specials (bos, pad, eos, unk) first, then the recall tokens in the reference's id
+        order, so fairseq index = nspecial + reference id."""
+        dictionary = Dictionary()
+        for name in recall_vocab(vocab_size).names:
+            dictionary.add_symbol(name)
+        return dictionary
+
+    @property
+    def source_dictionary(self) -> Dictionary:
+        return self.dictionary
+
+    @property
+    def target_dictionary(self) -> Dictionary:
+        return self.dictionary
+
+    def max_positions(self) -> int:
+        return self.cfg.tokens_per_sample or input_length(self.cfg.seq_len)
+
+    def examples(self) -> Tuple[np.ndarray, np.ndarray]:
+        if self._examples is None:
+            start = time.time()
+            c = self.cfg
+            self._examples = generate_recall_data(c.seq_len, c.vocab_size, c.num_train, c.num_test, c.seed)
+            logger.info("associative_recall: %d train / %d test examples of %d tokens (L=%d, vocab %d, seed %d) "
+                        "generated in %.1fs", c.num_train, c.num_test, example_length(c.seq_len), c.seq_len,
+                        c.vocab_size, c.seed, time.time() - start)
+        return self._examples
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        if split not in SPLITS:
+            raise ValueError(f"associative_recall has splits {SPLITS}, not {split!r}")
+        examples = self.examples()[0 if split == "train" else 1]
+        self.datasets[split] = MonolingualDataset(
+            _ShiftedExamples(examples, self.dictionary.nspecial), sizes=np.full(len(examples), examples.shape[1] - 1),
+            src_vocab=self.dictionary, shuffle=split == "train", targets=["future"],
+        )
+
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        """fairseq's LMs read their maximum length from task.tokens_per_sample /
+        task.max_target_positions; fill in this task's input length."""
+        with open_dict(cfg):
+            for name in ("tokens_per_sample", "max_target_positions"):
+                if name in cfg:
+                    cfg[name] = self.max_positions()
+        return super().build_model(cfg, from_checkpoint)
+
+    def valid_step(self, sample, model, criterion):
+        loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
+        with torch.no_grad():
+            logits = model(**sample["net_input"])[0]  # (B, T, V)
+        correct, total = last_token_hits(logits, sample["target"], self.dictionary.pad())
+        logging_output["recall_correct"], logging_output["recall_total"] = correct, total
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        total = sum(int(log.get("recall_total", 0)) for log in logging_outputs)
+        if total > 0:
+            correct = sum(int(log.get("recall_correct", 0)) for log in logging_outputs)
+            metrics.log_scalar("accuracy", 100.0 * correct / total, total, round=2)
+
+
+class _ShiftedExamples(torch.utils.data.Dataset):
+    """Example i as MonolingualDataset wants it: (source ex[:-1], future target ex[1:], no past
+    target), in fairseq indices."""
+
+    def __init__(self, examples: np.ndarray, offset: int):
+        self.examples, self.offset = examples, offset
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int):
+        ex = torch.from_numpy(self.examples[index]).long() + self.offset
+        return ex[:-1], ex[1:], None

@@ -1,0 +1,83 @@
+"""Collect associative-recall accuracies into a table like the paper's Table 1.
+
+    python recipes/associative_recall/collect.py WORK_DIR [--out table.md]
+
+Reads WORK_DIR/<arch>/L<L>/train.log (fairseq's ``--log-format json`` output, as train.sh writes
+it) and prints one markdown row per L: for each model the validation accuracy (%) on the held-out
+examples after the last epoch, the best over epochs in parentheses, then the epochs and the
+wall-clock seconds each run took. A missing run is "—".
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+MODELS = (("focus_recall", "Focus"), ("focus_recall_static", "Focus-H"), ("focus_recall_ema", "MEGA-EMA"),
+          ("focus_recall_transformer", "Transformer"))
+
+
+def read_run(run_dir: Path) -> Optional[Dict]:
+    """{'last': acc, 'best': acc, 'epochs': n, 'wall': s} from one run's train.log, or None."""
+    log = run_dir / "train.log"
+    if not log.exists():
+        return None
+    accs = []
+    for line in log.read_text().splitlines():
+        if '"valid_accuracy"' in line:  # one JSON object per validation (printed twice at an epoch's end)
+            stats = json.loads(line[line.index("{"):])
+            accs.append((int(stats["epoch"]), float(stats["valid_accuracy"])))
+    if not accs:
+        return None
+    wall_file = run_dir / "wall_seconds"
+    wall = int(wall_file.read_text()) if wall_file.exists() else None
+    return {"last": accs[-1][1], "best": max(a for _, a in accs), "epochs": accs[-1][0], "wall": wall}
+
+
+def table(work: Path) -> str:
+    runs = {}
+    for run_dir in work.glob("*/L*"):
+        match = re.fullmatch(r"L(\d+)", run_dir.name)
+        result = read_run(run_dir) if match else None
+        if result is not None:
+            runs[(run_dir.parent.name, int(match.group(1)))] = result
+    if not runs:
+        raise SystemExit(f"error: no train.log with validation accuracy under {work}/<arch>/L<L>/")
+    lengths = sorted({length for _, length in runs})
+    head = ["L"] + [name for _, name in MODELS] + ["epochs", "wall-clock (s) per model"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for length in lengths:
+        cells, epochs, walls = [str(length)], set(), []
+        for arch, _ in MODELS:
+            r = runs.get((arch, length))
+            cells.append("—" if r is None else f"{r['last']:.1f} ({r['best']:.1f})")
+            if r is not None:
+                epochs.add(r["epochs"])
+                walls.append("?" if r["wall"] is None else str(r["wall"]))
+            else:
+                walls.append("—")
+        cells += ["/".join(str(e) for e in sorted(epochs)), " / ".join(walls)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("work", type=Path, help="the WORK directory train.sh wrote into")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    if not args.work.is_dir():
+        print(f"error: {args.work} is not a directory", file=sys.stderr)
+        return 2
+    text = table(args.work)
+    print(text, end="")
+    if args.out:
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
