@@ -106,3 +106,16 @@ def test_fft_conv_custom_backward_matches_reference_and_gradcheck(shape_x, shape
     else:
         torch.testing.assert_close(y, causal_conv_ref(x, k))
     assert torch.autograd.gradcheck(fft_causal_conv, (x, k))
+
+
+def test_fast_fft_length_is_the_smallest_smooth_length():
+    from fairseq_focus.ops.fft_conv import fast_fft_length
+
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in range(1, 600):
+        assert fast_fft_length(n) == next(m for m in range(n, 2 * n + 2) if smooth(m))

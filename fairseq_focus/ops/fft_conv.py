@@ -44,8 +44,25 @@ class _CausalFFTConv(torch.autograd.Function):
         return dx, dk, None
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest 2·3·5-smooth integer ≥ n (FFTs of such lengths are fast; 17·2¹⁰ is not)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def fft_causal_conv(x: Tensor, k: Tensor) -> Tensor:
-    """Causal linear convolution of x (..., L) with k (..., K ≤ L), output (..., L), by FFT of size L + K."""
+    """Causal linear convolution of x (..., L) with k (..., K ≤ L), output (..., L), by FFT of a fast
+    size ≥ L + K."""
     if k.size(-1) > x.size(-1):
         raise ValueError(f"kernel length {k.size(-1)} exceeds the sequence length {x.size(-1)}; truncate it first")
-    return _CausalFFTConv.apply(x, k, x.size(-1) + k.size(-1))
+    return _CausalFFTConv.apply(x, k, fast_fft_length(x.size(-1) + k.size(-1)))
