@@ -245,6 +245,25 @@ def plot(rows: List[Dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def profile_layer(args) -> int:
+    """Where one layer's forward + backward spends its time (after one warm-up pass)."""
+    from torch.profiler import ProfilerActivity, profile
+    name, _, length = args.profile.partition(":")
+    if name not in LAYERS or not length.isdigit():
+        print(f"error: --profile wants LAYER:L with LAYER in {LAYERS}, got {args.profile!r}", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    layer = build_layer(name, args).to(args.device)
+    x = torch.randn(args.batch, int(length), args.dim, device=args.device, requires_grad=True)
+    layer(x).float().square().mean().backward()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        layer(x).float().square().mean().backward()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+    return 0
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", default="256,1024,4096,8192,16384")
@@ -268,6 +287,8 @@ def parse_args(argv=None):
     p.add_argument("--model-layers", type=int, default=4, help="focus_lm depth for the training-step comparison")
     p.add_argument("--transformer-layers", type=int, default=5, help="transformer_lm depth (≈ equal parameters)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--profile", metavar="LAYER:L",
+                   help="instead of the benchmark, print torch.profiler's table for one layer at one length")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     flags = [a for a in (argv if argv is not None else sys.argv[1:])]
@@ -285,6 +306,8 @@ def main(argv=None) -> int:
         result = model_step(job["model"], job["length"], args) if "model" in job else measure(job["layer"], job["length"], args)
         print(json.dumps(result))
         return 0
+    if args.profile:
+        return profile_layer(args)
     layers = [name for name in args.layers.split(",") if name]
     unknown = set(layers) - set(LAYERS)
     if unknown:

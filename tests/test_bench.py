@@ -30,3 +30,12 @@ def test_bench_runs_and_writes_json_and_png(tmp_path):
 def test_bench_refuses_an_unknown_layer(tmp_path):
     proc = run(["python", "-m", "fairseq_focus.bench", "--layers", "nope", "--out", str(tmp_path)], check=False)
     assert proc.returncode == 2 and "unknown layers" in proc.stderr
+
+
+def test_bench_profile_prints_the_profiler_table(tmp_path):
+    proc = run(["python", "-m", "fairseq_focus.bench", "--profile", "focus-static-causal:64", "--dim", "32",
+                "--ffn", "64", "--heads", "2", "--zdim", "16", "--value-dim", "32", "--bin-size", "16",
+                "--chunk-size", "32", "--kernel-size", "64", "--threads", "1", "--out", str(tmp_path)])
+    assert "aten::" in proc.stdout and "Self CPU time total" in proc.stdout
+    bad = run(["python", "-m", "fairseq_focus.bench", "--profile", "nope:64", "--out", str(tmp_path)], check=False)
+    assert bad.returncode == 2 and "--profile wants LAYER:L" in bad.stderr
