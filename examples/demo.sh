@@ -34,7 +34,7 @@ echo "== 3/5 fairseq-train focus_lm (at most $MAX_UPDATE updates or $STOP_MINUTE
 rm -rf "$WORK/checkpoints" "$WORK/tensorboard"
 # shellcheck disable=SC2086
 fairseq-train "$WORK/data-bin" --user-dir "$here/fairseq_focus" --task focus_lm --arch focus_lm \
-  --cpu --num-workers 0 --seed 1 --tokens-per-sample 512 --max-tokens 4096 \
+  --cpu --num-workers 0 --seed 1 --tokens-per-sample 512 --max-tokens 4096 --required-batch-size-multiple 1 \
   --optimizer adam --adam-betas '(0.9,0.98)' --weight-decay 0.01 --clip-norm 0.25 \
   --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 100 \
   --max-update "$MAX_UPDATE" --stop-time-hours "$(python -c "print($STOP_MINUTES / 60)")" \
@@ -46,7 +46,7 @@ fairseq-train "$WORK/data-bin" --user-dir "$here/fairseq_focus" --task focus_lm 
 
 echo "== 4/5 fairseq-eval-lm on the test split"
 fairseq-eval-lm "$WORK/data-bin" --user-dir "$here/fairseq_focus" --path "$WORK/checkpoints/checkpoint_best.pt" \
-  --cpu --num-workers 0 --gen-subset test --tokens-per-sample 512 --max-tokens 8192 >"$WORK/eval.log" 2>&1 \
+  --cpu --num-workers 0 --gen-subset test --tokens-per-sample 512 --max-tokens 8192 --required-batch-size-multiple 1 >"$WORK/eval.log" 2>&1 \
   || { cat "$WORK/eval.log" >&2; exit 1; }
 bpc=$(sed -n 's/.*Loss (base 2): \([0-9.]*\).*/\1/p' "$WORK/eval.log" | tail -1)
 [ -n "$bpc" ] || { echo "error: no 'Loss (base 2)' in $WORK/eval.log" >&2; exit 1; }
