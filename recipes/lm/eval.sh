@@ -18,21 +18,8 @@
 #            evaluates. Equal to one parallel forward over the whole split.
 set -euo pipefail
 
-die() { echo "error: $*" >&2; exit 1; }
-
-: "${CORPUS:?set CORPUS=enwik8 or CORPUS=text8 (or run recipes/<corpus>/eval.sh)}"
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-USER_DIR="${USER_DIR:-$(cd "$HERE/../.." && pwd)/fairseq_focus}"
-DATA_BIN="${DATA_BIN:-data-bin/${CORPUS}}"
-VARIANT="${VARIANT:-focus}"
-case "$VARIANT" in
-    focus) DEFAULT_ARCH="focus_lm_${CORPUS}" ;;
-    static) DEFAULT_ARCH="focus_lm_${CORPUS}_static" ;;
-    ema) DEFAULT_ARCH="focus_lm_${CORPUS}_ema" ;;
-    *) die "VARIANT must be focus, static or ema, got '$VARIANT'" ;;
-esac
-ARCH="${ARCH:-$DEFAULT_ARCH}"
-SAVE_DIR="${SAVE_DIR:-checkpoints/${CORPUS}_${ARCH}}"
+# shellcheck source=common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 CHECKPOINT="${CHECKPOINT:-$SAVE_DIR/checkpoint_best.pt}"
 SUBSET="${SUBSET:-test}"
 PROTOCOLS="${PROTOCOLS:-blocks sliding stream}"

@@ -13,21 +13,8 @@
 # Re-running with the same SAVE_DIR resumes from SAVE_DIR/checkpoint_last.pt (fairseq's default).
 set -euo pipefail
 
-die() { echo "error: $*" >&2; exit 1; }
-
-: "${CORPUS:?set CORPUS=enwik8 or CORPUS=text8 (or run recipes/<corpus>/train.sh)}"
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-USER_DIR="${USER_DIR:-$(cd "$HERE/../.." && pwd)/fairseq_focus}"
-DATA_BIN="${DATA_BIN:-data-bin/${CORPUS}}"
-VARIANT="${VARIANT:-focus}"
-case "$VARIANT" in
-    focus) DEFAULT_ARCH="focus_lm_${CORPUS}" ;;          # Focus: adaptive filters (paper)
-    static) DEFAULT_ARCH="focus_lm_${CORPUS}_static" ;;  # Focus-H: static learned filters (ablation)
-    ema) DEFAULT_ARCH="focus_lm_${CORPUS}_ema" ;;        # MEGA: multi-head damped EMA (baseline)
-    *) die "VARIANT must be focus, static or ema, got '$VARIANT'" ;;
-esac
-ARCH="${ARCH:-$DEFAULT_ARCH}"
-SAVE_DIR="${SAVE_DIR:-checkpoints/${CORPUS}_${ARCH}}"
+# shellcheck source=common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 TENSORBOARD_DIR="${TENSORBOARD_DIR:-$SAVE_DIR/tensorboard}"
 PRECISION="${PRECISION:-fp32}"
 SEED="${SEED:-1}"
