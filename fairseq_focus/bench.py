@@ -139,13 +139,11 @@ def measure(name: str, length: int, args) -> Dict:
 
 def model_step(kind: str, length: int, args) -> Dict:
     """tokens/s of one whole training step (forward, cross-entropy, backward, Adam) of an LM."""
-    from fairseq.data import Dictionary
+    from .data.byte_codec import byte_dictionary
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dictionary = Dictionary()
-    for b in range(256):
-        dictionary.add_symbol(str(b))
+    dictionary = byte_dictionary()
     if kind == "focus_lm":
         from .models.focus_lm import FocusDecoder
         decoder = FocusDecoder(replace(focus_config(args), max_target_positions=length), dictionary)

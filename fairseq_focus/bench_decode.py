@@ -27,9 +27,9 @@ import torch
 
 
 def build_decoder(arch: str):
-    from fairseq.data import Dictionary
     from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 
+    from .data.byte_codec import byte_dictionary
     from .models.focus_lm import FocusDecoder, FocusLMConfig
     if ARCH_MODEL_REGISTRY.get(arch) is None or ARCH_MODEL_REGISTRY[arch].__name__ != "FocusLanguageModel":
         raise ValueError(f"{arch!r} is not a focus_lm arch")
@@ -37,10 +37,7 @@ def build_decoder(arch: str):
     ARCH_CONFIG_REGISTRY[arch](args)
     cfg = FocusLMConfig(**{f.name: getattr(args, f.name) for f in fields(FocusLMConfig) if hasattr(args, f.name)})
     cfg.max_target_positions, cfg.dropout = 1 << 20, 0.0
-    dictionary = Dictionary()
-    for b in range(256):
-        dictionary.add_symbol(str(b))
-    return FocusDecoder(cfg, dictionary).eval()
+    return FocusDecoder(cfg, byte_dictionary()).eval()
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ Byte convention of the project's corpora: one token per byte, its decimal value;
 is the end-of-sentence token. Decoding and scoring run through ``FocusDecoder.forward_stream``,
 so a sample costs O(1) per byte whatever its length.
 """
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 import torch
 from fairseq import hub_utils
@@ -19,10 +19,8 @@ from torch import Tensor, nn
 
 import fairseq_focus  # noqa: F401  (registers focus_lm before a checkpoint is loaded)
 
-from .encoders.focus_bytes import byte_tokens_to_bytes, bytes_to_text
+from .data.byte_codec import as_bytes, bytes_to_ids, ids_to_text, is_byte_symbol
 from .score_stream import stream_nll
-
-NEWLINE = 10
 
 
 class FocusLMHub(nn.Module):
@@ -33,7 +31,7 @@ class FocusLMHub(nn.Module):
         self.cfg, self.task, self.model = cfg, task, model.eval()
         self.dictionary = task.target_dictionary
         # the symbols a byte LM may emit: decimal bytes and the end-of-sentence token (newline)
-        allowed = [i for i, s in enumerate(self.dictionary.symbols) if s.isdigit() and int(s) < 256]
+        allowed = [i for i, s in enumerate(self.dictionary.symbols) if is_byte_symbol(s)]
         self.register_buffer("_emittable", torch.zeros(len(self.dictionary), dtype=torch.bool), persistent=False)
         self._emittable[allowed + [self.dictionary.eos()]] = True
 
@@ -49,15 +47,11 @@ class FocusLMHub(nn.Module):
 
     def encode(self, text: Union[str, bytes]) -> Tensor:
         """Text (UTF-8) or bytes -> (N,) token ids, one per byte; newline -> end-of-sentence."""
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        ids: List[int] = [self.dictionary.eos() if b == NEWLINE else self.dictionary.index(str(b)) for b in data]
-        return torch.tensor(ids, dtype=torch.long, device=self.device)
+        return torch.tensor(bytes_to_ids(as_bytes(text), self.dictionary), dtype=torch.long, device=self.device)
 
     def decode(self, tokens: Tensor) -> str:
         """(N,) token ids -> text; end-of-sentence -> newline, bytes decoded as UTF-8."""
-        eos = self.dictionary.eos()
-        symbols = ["10" if t == eos else self.dictionary[t] for t in tokens.tolist()]
-        return bytes_to_text(byte_tokens_to_bytes(symbols))
+        return ids_to_text(tokens.tolist(), self.dictionary)
 
     def bpc(self, text: Union[str, bytes], segment_len: int = 4096) -> float:
         """Mean −log₂ p per byte of ``text``, the first byte predicted after an end-of-sentence."""

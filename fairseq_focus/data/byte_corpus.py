@@ -17,15 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Dict
 
+from .byte_codec import bytes_to_lines
+
 SPLITS = ("train", "valid", "test")
-
-
-def bytes_to_lines(data: bytes) -> str:
-    """One line per newline-terminated chunk, each byte as a decimal token."""
-    lines = data.split(b"\n")
-    if data.endswith(b"\n"):
-        lines.pop()  # the final newline already ends the last line
-    return "".join(" ".join(str(b) for b in line) + "\n" for line in lines)
 
 
 def stdlib_source(max_bytes: int) -> bytes:

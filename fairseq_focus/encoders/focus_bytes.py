@@ -6,26 +6,11 @@ that form and back, so ``fairseq-interactive --bpe focus_bytes`` reads prompts a
 ``fairseq-generate``/``fairseq-interactive`` print the sampled bytes as text (their ``D-`` lines).
 """
 from dataclasses import dataclass
-from typing import Iterable
 
 from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 
-ENCODING = "utf-8"
-
-
-def text_to_byte_tokens(line: str) -> str:
-    """'Hi' -> '72 105' (the line's UTF-8 bytes in decimal)."""
-    return " ".join(str(b) for b in line.encode(ENCODING))
-
-
-def byte_tokens_to_bytes(symbols: Iterable[str]) -> bytes:
-    """Decimal byte symbols -> bytes; anything else (<unk>, specials) is dropped."""
-    return bytes(int(s) for s in symbols if s.isdigit() and int(s) < 256)
-
-
-def bytes_to_text(data: bytes) -> str:
-    return data.decode(ENCODING, errors="replace")
+from ..data.byte_codec import byte_tokens_to_bytes, bytes_to_text, text_to_byte_tokens
 
 
 @dataclass
