@@ -34,7 +34,7 @@ demo: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH bash examples/demo.sh
 
 bench: setup
-	$(BIN)/python -m fairseq_focus.bench
+	$(BIN)/python -m fairseq_focus.tools.bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

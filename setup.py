@@ -10,6 +10,6 @@ setup(
     # torch is not listed with a pin here on purpose: CPU and CUDA users install their own build
     # first (see README); fairseq-fixed is the tested fairseq for Python >= 3.11.
     install_requires=["torch>=2.0", "fairseq-fixed>=0.12.3", "numpy", "scipy"],
-    entry_points={"console_scripts": ["focus-plot-filters = fairseq_focus.plot_filters:cli_main"]},
+    entry_points={"console_scripts": ["focus-plot-filters = fairseq_focus.tools.plot_filters:cli_main"]},
     extras_require={"plot": ["matplotlib"], "test": ["pytest", "scipy", "scikit-learn"]},
 )

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 def test_bench_runs_and_writes_json_and_png(tmp_path):
     out = tmp_path / "bench"
-    proc = run(["python", "-m", "fairseq_focus.bench", "--lengths", "64", "--layers",
+    proc = run(["python", "-m", "fairseq_focus.tools.bench", "--lengths", "64", "--layers",
                 "focus-adaptive-causal,focus-static-carry,mega-ema,fairseq-layer,plain-attention",
                 "--dim", "32", "--ffn", "64", "--heads", "2", "--zdim", "16", "--value-dim", "32",
                 "--bin-size", "16", "--chunk-size", "32", "--kernel-size", "64", "--repeats", "1",
@@ -28,14 +28,14 @@ def test_bench_runs_and_writes_json_and_png(tmp_path):
 
 
 def test_bench_refuses_an_unknown_layer(tmp_path):
-    proc = run(["python", "-m", "fairseq_focus.bench", "--layers", "nope", "--out", str(tmp_path)], check=False)
+    proc = run(["python", "-m", "fairseq_focus.tools.bench", "--layers", "nope", "--out", str(tmp_path)], check=False)
     assert proc.returncode == 2 and "unknown layers" in proc.stderr
 
 
 def test_bench_profile_prints_the_profiler_table(tmp_path):
-    proc = run(["python", "-m", "fairseq_focus.bench", "--profile", "focus-static-causal:64", "--dim", "32",
+    proc = run(["python", "-m", "fairseq_focus.tools.bench", "--profile", "focus-static-causal:64", "--dim", "32",
                 "--ffn", "64", "--heads", "2", "--zdim", "16", "--value-dim", "32", "--bin-size", "16",
                 "--chunk-size", "32", "--kernel-size", "64", "--threads", "1", "--out", str(tmp_path)])
     assert "aten::" in proc.stdout and "Self CPU time total" in proc.stdout
-    bad = run(["python", "-m", "fairseq_focus.bench", "--profile", "nope:64", "--out", str(tmp_path)], check=False)
+    bad = run(["python", "-m", "fairseq_focus.tools.bench", "--profile", "nope:64", "--out", str(tmp_path)], check=False)
     assert bad.returncode == 2 and "--profile wants LAYER:L" in bad.stderr

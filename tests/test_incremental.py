@@ -18,7 +18,7 @@ from fairseq_focus.ops.ema import ema_filter, ema_filter_stream, ema_filter_stre
 from fairseq_focus.ops.iir import iir_filter, iir_filter_segment, iir_filter_segment_ref
 from fairseq_focus.ops.long_conv import causal_conv, causal_conv_stream, causal_conv_stream_ref
 from fairseq_focus.ops.segments import blocks_touched, split_at_boundaries
-from fairseq_focus.score_stream import stream_nll
+from fairseq_focus.inference.stream_scoring import stream_nll
 
 CUTS = [1, 3, 1, 8, 13, 1, 1, 5, 2, 11, 40]  # segment lengths, R = 8 below: heads, whole bins, tails
 

@@ -57,9 +57,9 @@ def test_fairseq_interactive_beam_search_prints_text(byte_corpus, checkpoints, t
 @pytest.mark.parametrize("mode", ["carry", "causal"])
 def test_score_stream_equals_one_parallel_forward(byte_corpus, checkpoints, mode):
     """Segments of 100 with state carried = one parallel forward over the whole test stream."""
-    out = run([sys.executable, "-m", "fairseq_focus.score_stream", str(byte_corpus), "--path", str(checkpoints[mode]),
+    out = run([sys.executable, "-m", "fairseq_focus.tools.score_stream", str(byte_corpus), "--path", str(checkpoints[mode]),
                "--gen-subset", "test", "--segment-len", "100", "--cpu"], cwd=REPO).stdout.strip().splitlines()[-1]
-    from fairseq_focus.score_stream import load_model, load_stream
+    from fairseq_focus.inference.stream_scoring import load_model, load_stream
     model, task = load_model(str(checkpoints[mode]), str(byte_corpus), cpu=True)
     eos = task.target_dictionary.eos()
     stream = load_stream(str(byte_corpus), "test", task.target_dictionary)
@@ -71,13 +71,13 @@ def test_score_stream_equals_one_parallel_forward(byte_corpus, checkpoints, mode
 
 
 def test_score_stream_bad_input_is_one_line_error(byte_corpus, tmp_path):
-    proc = run([sys.executable, "-m", "fairseq_focus.score_stream", str(byte_corpus), "--path",
+    proc = run([sys.executable, "-m", "fairseq_focus.tools.score_stream", str(byte_corpus), "--path",
                 str(tmp_path / "missing.pt"), "--cpu"], cwd=REPO, check=False)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint not found")
 
 
 def test_hub_bpc_and_sample(byte_corpus, checkpoints):
-    from fairseq_focus.hub import FocusLMHub
+    from fairseq_focus.inference.hub import FocusLMHub
     ckpt = checkpoints["carry"]
     lm = FocusLMHub.from_pretrained(str(ckpt.parent), ckpt.name, str(byte_corpus))
     text = "import sys\nclass Namespace(object):\n    pass\n"
@@ -105,11 +105,11 @@ def test_plot_filters_writes_pngs_of_the_models_theta(byte_corpus, checkpoints, 
     from scipy.signal import freqz, lfilter
 
     from fairseq_focus.modules.global_filter import AdaptiveIIRFilter
-    from fairseq_focus.score_stream import load_model
+    from fairseq_focus.inference.stream_scoring import load_model
     ckpt = checkpoints["causal"]
     text = "def main(argv=None):\n    parser = argparse.ArgumentParser()\n" * 3
     out_dir = tmp_path / "plots"
-    run([sys.executable, "-m", "fairseq_focus.plot_filters", "--path", str(ckpt), "--data", str(byte_corpus),
+    run([sys.executable, "-m", "fairseq_focus.tools.plot_filters", "--path", str(ckpt), "--data", str(byte_corpus),
          "--text", text, "--out-dir", str(out_dir), "--channel", "3", "--cpu"], cwd=REPO)
     arrays = np.load(out_dir / "filters.npz")
     # Θ the model produced for this input: record AdaptiveIIRFilter.coefficients during a forward
@@ -153,7 +153,7 @@ def test_plot_filters_refuses_an_ema_model_cleanly(byte_corpus, tmp_path):
          *TINY_LM, "--focus-filter", "ema", "--tokens-per-sample", "64", "--max-tokens", "256", "--optimizer", "adam",
          "--lr", "1e-3", "--max-update", "1", "--save-dir", str(ckpt_dir), "--no-epoch-checkpoints", "--cpu",
          "--num-workers", "0", "--disable-validation"])
-    proc = run([sys.executable, "-m", "fairseq_focus.plot_filters", "--path", str(ckpt_dir / "checkpoint_last.pt"),
+    proc = run([sys.executable, "-m", "fairseq_focus.tools.plot_filters", "--path", str(ckpt_dir / "checkpoint_last.pt"),
                 "--data", str(byte_corpus), "--text", "hello", "--out-dir", str(tmp_path / "plots"), "--cpu"],
                cwd=REPO, check=False)
     assert proc.returncode == 1 and "needs IIR filters" in proc.stderr.strip().splitlines()[-1]

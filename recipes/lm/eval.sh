@@ -13,7 +13,7 @@
 #            (after the first block) is predicted from at least CONTEXT_WINDOW tokens of left context.
 #   stream   the whole split as one stream, fed in consecutive segments of EVAL_TOKENS tokens with
 #            the model's state (IIR/EMA state, hypernetwork history, current attention chunk)
-#            carried across segments (python -m fairseq_focus.score_stream): every token sees the
+#            carried across segments (python -m fairseq_focus.tools.score_stream): every token sees the
 #            whole split before it, as MEGA reports enwik8 and fairseq's examples/truncated_bptt
 #            evaluates. Equal to one parallel forward over the whole split.
 set -euo pipefail
@@ -70,11 +70,11 @@ for protocol in $PROTOCOLS; do
             echo "$SUBSET BPC = $bpc (protocol: sliding: fairseq --context-window $CONTEXT_WINDOW, $((EVAL_TOKENS - CONTEXT_WINDOW)) new tokens scored per $EVAL_TOKENS-token window; $ntok tokens)"
             ;;
         stream)
-            if ! PYTHONPATH="$(dirname "$USER_DIR")${PYTHONPATH:+:$PYTHONPATH}" python -m fairseq_focus.score_stream \
+            if ! PYTHONPATH="$(dirname "$USER_DIR")${PYTHONPATH:+:$PYTHONPATH}" python -m fairseq_focus.tools.score_stream \
                 "$DATA_BIN" --path "$CHECKPOINT" --gen-subset "$SUBSET" --segment-len "$EVAL_TOKENS" \
                 "${DEVICE_ARGS[@]}" > "$LOG" 2>&1; then
                 tail -n 20 "$LOG" >&2
-                die "fairseq_focus.score_stream failed (last lines above)"
+                die "fairseq_focus.tools.score_stream failed (last lines above)"
             fi
             read -r bpc ntok < <(sed -n 's/^streaming BPC = \([0-9.]*\) over \([0-9]*\) tokens.*/\1 \2/p' "$LOG" | tail -n 1)
             [[ -n "${bpc:-}" ]] || die "no 'streaming BPC' line in score_stream's output"

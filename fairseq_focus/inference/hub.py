@@ -1,6 +1,6 @@
 """A hub-style Python interface to a trained byte-level ``focus_lm``, after fairseq's ``hub_utils``.
 
-    from fairseq_focus.hub import FocusLMHub
+    from fairseq_focus.inference.hub import FocusLMHub
     lm = FocusLMHub.from_pretrained("checkpoints", "checkpoint_best.pt", "data-bin/enwik8")
     lm.bpc("some text\n")                 # bits per byte, state carried over segments
     lm.sample("The ", n_bytes=200)        # prompt + 200 sampled bytes, decoded as UTF-8
@@ -17,10 +17,10 @@ import torch
 from fairseq import hub_utils
 from torch import Tensor, nn
 
-import fairseq_focus  # noqa: F401  (registers focus_lm before a checkpoint is loaded)
-
-from .data.byte_codec import as_bytes, bytes_to_ids, ids_to_text, is_byte_symbol
-from .score_stream import stream_nll
+from ..data.byte_codec import as_bytes, bytes_to_ids, ids_to_text, is_byte_symbol
+from ..models import focus_lm as _focus_lm_model  # noqa: F401  (registers focus_lm before a checkpoint is loaded)
+from ..tasks import focus_lm as _focus_lm_task  # noqa: F401
+from .stream_scoring import stream_nll
 
 
 class FocusLMHub(nn.Module):

@@ -1,7 +1,7 @@
 """``focus-plot-filters``: what the adaptive filters of a trained ``focus_lm`` do to a given text.
 
     focus-plot-filters --path CKPT --data DATA_BIN (--text STR | --text-file FILE) --out-dir DIR
-    (or: python -m fairseq_focus.plot_filters ...)
+    (or: python -m fairseq_focus.tools.plot_filters ...)
 
 Runs the model's parallel forward on the text (bytes, newline = end-of-sentence, after an initial
 end-of-sentence token), records the coefficients Θ (Nbins, D, F, 2) every layer's filter used, and
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .ops.iir import companion_rows
+from ..ops.iir import companion_rows
 
 
 def frequency_response(theta: Tensor, freqs: np.ndarray) -> np.ndarray:
@@ -137,8 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     args = parser.parse_args(argv)
     try:
-        from .hub import FocusLMHub
-        from .score_stream import load_model
+        from ..inference.hub import FocusLMHub
+        from ..inference.stream_scoring import load_model
         model, task = load_model(args.path, args.data, args.cpu)
         hub = FocusLMHub(None, task, model)
         data = args.text.encode("utf-8") if args.text is not None else open(args.text_file, "rb").read()

@@ -1,7 +1,7 @@
 """Speed and memory of one Focus layer against attention and MEGA's EMA (paper Table 5, Fig. 3).
 
-    python -m fairseq_focus.bench --out bench-out                 # CPU, L = 256 … 16K
-    python -m fairseq_focus.bench --device cuda --out bench-out   # the same on a GPU
+    python -m fairseq_focus.tools.bench --out bench-out                 # CPU, L = 256 … 16K
+    python -m fairseq_focus.tools.bench --device cuda --out bench-out   # the same on a GPU
 
 Times forward + backward of one layer at the same model dimension for every L and reports the median
 over repeats, peak memory, tokens/s, and each as a ratio to attention *measured in the same run*:
@@ -63,7 +63,7 @@ class PlainAttentionLayer(nn.Module):
 
 
 def focus_config(args, filt: str = "adaptive", mode: str = "causal"):
-    from .models.focus_lm import FocusLMConfig
+    from ..models.focus_lm import FocusLMConfig
     return FocusLMConfig(
         decoder_embed_dim=args.dim, decoder_hidden_dim=args.value_dim, decoder_ffn_embed_dim=args.ffn,
         decoder_z_dim=args.zdim, focus_filter=filt, iir_mode=mode, num_filters=args.filters,
@@ -94,7 +94,7 @@ def build_layer(name: str, args) -> nn.Module:
                 mask = torch.triu(torch.full((length, length), float("-inf"), device=x.device), 1)
                 return self.layer(x.transpose(0, 1), self_attn_mask=mask)[0].transpose(0, 1)
         return Wrapped()
-    from .modules.focus_stack import FocusStack
+    from ..modules.focus_stack import FocusStack
     filt, mode = ("ema", "causal") if name == "mega-ema" else name.split("-")[1:]
     cfg = replace(focus_config(args, filt, mode), decoder_layers=1, normalize_before=True)
     return FocusStack(cfg)  # one block (+ the shared hypernetwork and final norm)
@@ -139,13 +139,13 @@ def measure(name: str, length: int, args) -> Dict:
 
 def model_step(kind: str, length: int, args) -> Dict:
     """tokens/s of one whole training step (forward, cross-entropy, backward, Adam) of an LM."""
-    from .data.byte_codec import byte_dictionary
+    from ..data.byte_codec import byte_dictionary
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dictionary = byte_dictionary()
     if kind == "focus_lm":
-        from .models.focus_lm import FocusDecoder
+        from ..models.focus_lm import FocusDecoder
         decoder = FocusDecoder(replace(focus_config(args), max_target_positions=length), dictionary)
     else:
         from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
@@ -185,7 +185,7 @@ def estimated_scores_bytes(length: int, args) -> int:
 
 
 def run_child(job: Dict, args) -> Optional[Dict]:
-    cmd = [sys.executable, "-m", "fairseq_focus.bench", "--child", json.dumps(job)] + args.passthrough
+    cmd = [sys.executable, "-m", "fairseq_focus.tools.bench", "--child", json.dumps(job)] + args.passthrough
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -1,6 +1,6 @@
 """Decoding speed: ms per generated token, incremental state vs recomputing the whole prefix.
 
-    python -m fairseq_focus.bench_decode [--arch focus_lm_enwik8] [--prefix 1024 4096] [--steps 32]
+    python -m fairseq_focus.tools.bench_decode [--arch focus_lm_enwik8] [--prefix 1024 4096] [--steps 32]
 
 For each prefix length P, with a randomly initialised model of the named arch (speed does not
 depend on the weights) and a 256-byte vocabulary:
@@ -29,8 +29,8 @@ import torch
 def build_decoder(arch: str):
     from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 
-    from .data.byte_codec import byte_dictionary
-    from .models.focus_lm import FocusDecoder, FocusLMConfig
+    from ..data.byte_codec import byte_dictionary
+    from ..models.focus_lm import FocusDecoder, FocusLMConfig  # also registers the focus_lm archs
     if ARCH_MODEL_REGISTRY.get(arch) is None or ARCH_MODEL_REGISTRY[arch].__name__ != "FocusLanguageModel":
         raise ValueError(f"{arch!r} is not a focus_lm arch")
     args = Namespace()
@@ -60,14 +60,13 @@ def measure(decoder, prefix: int, steps: int, repeats: int):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fairseq_focus.bench_decode", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fairseq_focus.tools.bench_decode", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", nargs="+", default=["focus_lm_enwik8"], help="focus_lm archs to time")
     parser.add_argument("--prefix", type=int, nargs="+", default=[1024, 4096], help="prefix lengths")
     parser.add_argument("--steps", type=int, default=16, help="incremental steps per timed block")
     parser.add_argument("--repeats", type=int, default=3, help="timed recompute forwards / incremental blocks (min)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
-    import fairseq_focus  # noqa: F401  (registers the archs)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, fp32, batch 1, "
