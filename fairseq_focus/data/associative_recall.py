@@ -69,6 +69,11 @@ def example_length(seq_len: int) -> int:
     return 2 * (seq_len // 2) + 3
 
 
+def input_length(seq_len: int) -> int:
+    """Tokens a model reads per example: ex[:-1]."""
+    return example_length(seq_len) - 1
+
+
 def _pick(rng: np.random.Generator, n: int) -> int:
     """One uniform index below n, drawn as ``rng.choice`` over n items draws it."""
     return int(rng.integers(0, n))

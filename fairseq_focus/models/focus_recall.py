@@ -30,7 +30,7 @@ import math
 from fairseq.models import register_model_architecture
 from fairseq.models.transformer_lm import base_lm_architecture
 
-from ..tasks.associative_recall import input_length
+from ..data.associative_recall import input_length
 from .focus_lm import _set_default, base_architecture
 
 WIDTH = 64

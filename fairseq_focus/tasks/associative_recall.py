@@ -25,16 +25,11 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, open_dict
 from torch import Tensor
 
-from ..data.associative_recall import example_length, generate_recall_data, recall_vocab
+from ..data.associative_recall import example_length, generate_recall_data, input_length, recall_vocab
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-
-
-def input_length(seq_len: int) -> int:
-    """Tokens a model reads per example: ex[:-1]."""
-    return example_length(seq_len) - 1
 
 
 def last_token_hits(logits: Tensor, target: Tensor, pad: int) -> Tuple[int, int]:
