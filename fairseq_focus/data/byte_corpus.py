@@ -10,13 +10,12 @@ writes train/valid/test.txt (tokens) and train/valid/test.raw (the raw bytes of 
 90/5/5 by position.
 """
 import argparse
-import os
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 from typing import Dict
 
+from .atomic import atomic_directory
 from .byte_codec import bytes_to_lines
 
 SPLITS = ("train", "valid", "test")
@@ -48,17 +47,10 @@ def split(data: bytes, fractions=(0.90, 0.05, 0.05)) -> Dict[str, bytes]:
 
 def write_corpus(data: bytes, out_dir: Path) -> None:
     """Write the splits into a temporary directory beside out_dir, then move it into place."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    for name, part in split(data).items():
-        (tmp / f"{name}.raw").write_bytes(part)
-        (tmp / f"{name}.txt").write_text(bytes_to_lines(part))
-    if out_dir.exists():
-        for f in out_dir.iterdir():
-            f.unlink()
-        out_dir.rmdir()
-    os.replace(tmp, out_dir)
+    with atomic_directory(out_dir, replace=True) as tmp:
+        for name, part in split(data).items():
+            (tmp / f"{name}.raw").write_bytes(part)
+            (tmp / f"{name}.txt").write_text(bytes_to_lines(part))
 
 
 def main(argv=None) -> int:

@@ -19,17 +19,15 @@ place only when complete; an existing ``--out`` is never touched. Errors: one li
 import argparse
 import hashlib
 import io
-import os
 import pickle
-import shutil
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Dict, Tuple
 
 import numpy as np
 
+from .atomic import atomic_directory
 from .idx import IdxError, read_idx
 from .pixel_splits import write_split
 
@@ -179,15 +177,9 @@ def hold_out(train: Split, valid_size: int) -> Dict[str, Split]:
 def write_atomically(out: Path, splits: Dict[str, Split]) -> None:
     if out.exists():
         raise PrepareError(f"{out} already exists; remove it or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out, replace=False) as tmp:
         for split, (images, labels) in splits.items():
             write_split(tmp, split, images, labels)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def main(argv=None) -> int:

@@ -19,15 +19,14 @@ to a temporary directory and moved into ``--out-dir`` only when all succeeded.
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.atomic import atomic_directory
 from ..ops.iir import companion_rows
 
 
@@ -97,10 +96,7 @@ def plot_filters(model, tokens: Tensor, out_dir: str, channel: int = -1, taps: i
         raise ValueError(f"--channel must be −1 (mean) or in [0, {dim}), got {channel}")
     freqs = np.linspace(0.0, 0.5, nfreq)
     which = "mean over channels" if channel < 0 else f"channel {channel}"
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".plot-filters-", dir=parent)
-    try:
+    with atomic_directory(out_dir, replace=True) as tmp:
         arrays = {"freqs": freqs, "tokens": tokens.cpu().numpy(), "channel": np.array(channel)}
         for i, theta in enumerate(thetas):
             response = _reduce(frequency_response(theta, freqs), channel)  # (Nbins, Nfreq)
@@ -113,13 +109,6 @@ def plot_filters(model, tokens: Tensor, out_dir: str, channel: int = -1, taps: i
             _plot_lines(os.path.join(tmp, f"layer{i}_impulse_response.png"), np.arange(taps), impulse,
                         f"layer {i}: impulse response per time bin ({which})", "n", "h[n]", log=False)
         np.savez(os.path.join(tmp, "filters.npz"), **arrays)
-        os.chmod(tmp, 0o755)  # mkdtemp made it private
-        if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir))
 
 
