@@ -365,3 +365,16 @@ def test_sbatch_template_hands_fairseq_a_slurm_world(tmp_path, monkeypatch):
     assert cfg.distributed_init_method == f"tcp://node7:{port}"
     assert (cfg.distributed_rank, cfg.device_id, cfg.distributed_no_spawn) == (5, 1, True)
     assert chosen == [1]
+
+
+def test_fetch_url_renames_only_a_complete_download(tmp_path):
+    """recipes/common/download.sh, the one download helper of the prepare scripts (file:// stands in for http)."""
+    source = tmp_path / "remote.bin"
+    source.write_bytes(bytes(range(256)) * 10)
+    script = f'source "{RECIPES}/common/download.sh" && fetch_url "$1" "$2"'
+    dest = tmp_path / "sub" / "got.bin"
+    run(["bash", "-c", script, "fetch", source.as_uri(), str(dest)])
+    assert dest.read_bytes() == source.read_bytes() and not dest.with_suffix(".bin.part").exists()
+    missing = tmp_path / "sub" / "missing.bin"
+    proc = run(["bash", "-c", script, "fetch", (tmp_path / "absent").as_uri(), str(missing)], check=False)
+    assert proc.returncode != 0 and sorted(p.name for p in dest.parent.iterdir()) == ["got.bin"]

@@ -11,6 +11,8 @@ die() { echo "error: $*" >&2; exit 1; }
 case "$CORPUS" in enwik8 | text8) ;; *) die "CORPUS must be enwik8 or text8, got '$CORPUS'" ;; esac
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 UPPER="$(echo "$CORPUS" | tr '[:lower:]' '[:upper:]')"
+# shellcheck source=../common/download.sh
+source "$HERE/../common/download.sh"
 
 # The archive: ENWIK8_ZIP / TEXT8_ZIP (a local file, used as is) or a download into DOWNLOAD_DIR.
 ZIP_VAR="${UPPER}_ZIP"
@@ -40,18 +42,9 @@ command -v fairseq-preprocess >/dev/null || die "fairseq-preprocess not on PATH 
 if [[ -z "$ARCHIVE" ]]; then
     ARCHIVE="$DOWNLOAD_DIR/${CORPUS}.zip"
     if [[ ! -f "$ARCHIVE" ]]; then
-        mkdir -p "$DOWNLOAD_DIR"
-        echo "downloading $URL -> $ARCHIVE"
         trap 'rm -f "$ARCHIVE.part"' EXIT
         trap 'exit 130' INT TERM
-        if command -v curl >/dev/null; then
-            curl -fL --retry 3 -o "$ARCHIVE.part" "$URL" || { rm -f "$ARCHIVE.part"; die "download of $URL failed"; }
-        elif command -v wget >/dev/null; then
-            wget -O "$ARCHIVE.part" "$URL" || { rm -f "$ARCHIVE.part"; die "download of $URL failed"; }
-        else
-            die "neither curl nor wget found: download $URL yourself and set $ZIP_VAR=/path/to/${CORPUS}.zip"
-        fi
-        mv "$ARCHIVE.part" "$ARCHIVE"
+        fetch_url "$URL" "$ARCHIVE" || die "download of $URL failed (or set $ZIP_VAR=/path/to/${CORPUS}.zip)"
         trap - EXIT
     fi
 fi

@@ -10,6 +10,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../common/download.sh
+source "$REPO/recipes/common/download.sh"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 DEST="${DEST:-data-bin/cifar10}"
 RAW_DIR="${RAW_DIR:-raw/cifar10}"
@@ -26,12 +28,7 @@ fi
 if [[ -z "$CIFAR10_TAR" ]]; then
     CIFAR10_TAR="$RAW_DIR/cifar-10-python.tar.gz"
     if [[ ! -f "$CIFAR10_TAR" ]]; then
-        mkdir -p "$RAW_DIR"
-        echo "downloading $CIFAR10_URL"
-        if command -v curl >/dev/null; then curl -fsSL --retry 3 -o "$CIFAR10_TAR.part" "$CIFAR10_URL"
-        else wget -q -O "$CIFAR10_TAR.part" "$CIFAR10_URL"; fi \
-            || { rm -f "$CIFAR10_TAR.part"; echo "error: could not download $CIFAR10_URL" >&2; exit 1; }
-        mv "$CIFAR10_TAR.part" "$CIFAR10_TAR"
+        fetch_url "$CIFAR10_URL" "$CIFAR10_TAR" || { echo "error: could not download $CIFAR10_URL" >&2; exit 1; }
     fi
 fi
 

@@ -25,10 +25,8 @@ if [[ -f "$DEST/test-labels.idx" ]]; then
     exit 0
 fi
 
-download() {  # url dest: to a .part file first, renamed on success
-    if command -v curl >/dev/null; then curl -fsSL --retry 3 -o "$2.part" "$1"; else wget -q -O "$2.part" "$1"; fi \
-        && mv "$2.part" "$2"
-}
+# shellcheck source=../common/download.sh
+source "$REPO/recipes/common/download.sh"
 
 if [[ -n "$MNIST_DIR" ]]; then
     SRC="$MNIST_DIR"
@@ -38,9 +36,7 @@ else
     for f in "${FILES[@]}"; do
         [[ -f "$SRC/$f" ]] && continue
         for mirror in $MNIST_MIRRORS; do
-            echo "downloading $mirror$f"
-            if download "$mirror$f" "$SRC/$f"; then break; fi
-            rm -f "$SRC/$f.part"
+            if fetch_url "$mirror$f" "$SRC/$f"; then break; fi
         done
         [[ -f "$SRC/$f" ]] || { echo "error: could not download $f from any of: $MNIST_MIRRORS" >&2; exit 1; }
     done
