@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test BPC of a enwik8 checkpoint, one line per protocol ("test BPC = X (protocol: ...)").
 # CHECKPOINT (default SAVE_DIR/checkpoint_best.pt), PROTOCOLS="blocks sliding", EVAL_TOKENS,
-# CONTEXT_WINDOW, DATA_BIN; full list and the protocols' meaning in recipes/enwik8/README.md.
+# CONTEXT_WINDOW, DATA_BIN; full list and the protocols' meaning in recipes/lm/README.md.
 set -euo pipefail
 export CORPUS=enwik8
 exec bash "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lm/eval.sh"

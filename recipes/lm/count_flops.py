@@ -1,6 +1,6 @@
 """FLOPs per token of one forward+backward of a focus_lm arch, as torch's FlopCounterMode counts them
 (matmuls, bmm, convolutions; FFTs are not counted, so the result is a lower bound). The basis of
-the time estimates in recipes/enwik8/README.md and recipes/text8/README.md.
+the time estimates in recipes/lm/README.md.
 
     python recipes/lm/count_flops.py DATA_BIN ARCH [LENGTH]    # e.g. data-bin/enwik8 focus_lm_enwik8 2048
 """

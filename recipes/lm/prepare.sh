@@ -2,7 +2,7 @@
 # Shared by recipes/enwik8/prepare.sh and recipes/text8/prepare.sh (they set CORPUS and the
 # official archive's size and SHA-256). Downloads or takes the archive, checks it, splits it
 # 90M / 5M / 5M, binarizes with fairseq-preprocess, and moves the data-bin into place only when
-# everything succeeded. See recipes/<corpus>/README.md for the variables.
+# everything succeeded. See recipes/lm/README.md (shared) and recipes/<corpus>/README.md for the variables.
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 1; }

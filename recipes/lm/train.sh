@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shared by recipes/enwik8/train.sh and recipes/text8/train.sh (they set CORPUS). Trains a focus_lm
 # variant with fairseq-train: the paper's AdamW betas (0.9, 0.98), otherwise MEGA's enwik8 recipe.
-# Every setting below is an environment variable; recipes/<corpus>/README.md lists them.
+# Every setting below is an environment variable; recipes/lm/README.md lists them.
 #
 # Launch modes, all fairseq's own machinery:
 #   one GPU / CPU          bash train.sh
