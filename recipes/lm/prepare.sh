@@ -37,39 +37,9 @@ if [[ -e "$DATA_BIN" ]]; then
 fi
 command -v fairseq-preprocess >/dev/null || die "fairseq-preprocess not on PATH (activate the environment with fairseq installed)"
 
-if [[ -z "$ARCHIVE" ]]; then
-    ARCHIVE="$DOWNLOAD_DIR/${CORPUS}.zip"
-    if [[ ! -f "$ARCHIVE" ]]; then
-        mkdir -p "$DOWNLOAD_DIR"
-        echo "downloading $URL -> $ARCHIVE"
-        trap 'rm -f "$ARCHIVE.part"' EXIT
-        trap 'exit 130' INT TERM
-        if command -v curl >/dev/null; then
-            curl -fL --retry 3 -o "$ARCHIVE.part" "$URL" || { rm -f "$ARCHIVE.part"; die "download of $URL failed"; }
-        elif command -v wget >/dev/null; then
-            wget -O "$ARCHIVE.part" "$URL" || { rm -f "$ARCHIVE.part"; die "download of $URL failed"; }
-        else
-            die "neither curl nor wget found: download $URL yourself and set $ZIP_VAR=/path/to/${CORPUS}.zip"
-        fi
-        mv "$ARCHIVE.part" "$ARCHIVE"
-        trap - EXIT
-    fi
-fi
-[[ -f "$ARCHIVE" ]] || die "archive not found: $ARCHIVE (set $ZIP_VAR to the path of ${CORPUS}.zip)"
-
-# Integrity of the official file. SKIP_CHECKSUM=1 (or EXPECTED_SIZE/EXPECTED_SHA256 of your own
-# archive) is the explicit override; zip's own CRC-32 is checked while extracting in any case.
-if [[ "$SKIP_CHECKSUM" == 1 ]]; then
-    echo "SKIP_CHECKSUM=1: not checking size and SHA-256 of $ARCHIVE"
-else
-    size="$(wc -c < "$ARCHIVE" | tr -d ' ')"
-    [[ "$size" == "$EXPECTED_SIZE" ]] \
-        || die "$ARCHIVE has $size bytes, expected $EXPECTED_SIZE (truncated or not the official file; SKIP_CHECKSUM=1 overrides)"
-    sha="$(sha256sum "$ARCHIVE" | cut -d' ' -f1)"
-    [[ "$sha" == "$EXPECTED_SHA256" ]] \
-        || die "$ARCHIVE has SHA-256 $sha, expected $EXPECTED_SHA256 (SKIP_CHECKSUM=1 overrides)"
-    echo "checked $ARCHIVE: $size bytes, SHA-256 $sha"
-fi
+ARCHIVE_FILE="${CORPUS}.zip"
+# shellcheck source=fetch_archive.sh
+source "$HERE/fetch_archive.sh"
 
 # Everything is written under a temporary sibling of DATA_BIN (same filesystem, so the final mv is
 # atomic) and removed on any exit; only a complete data-bin is moved into place.
