@@ -17,6 +17,13 @@ SPM_SENTENCES="${SPM_SENTENCES:-2000000}"    # train lines sampled for sentencep
 WORKERS="${WORKERS:-$(nproc 2>/dev/null || echo 4)}"
 PYTHON="${PYTHON:-python3}"
 
+if [[ -e "$DATA_BIN" ]]; then
+    if [[ -f "$DATA_BIN/dict.txt" && -f "$DATA_BIN/test.bin" && -f "$DATA_BIN/spm.model" ]]; then
+        echo "$DATA_BIN already exists; nothing to do (remove it to prepare again)"
+        exit 0
+    fi
+    die "$DATA_BIN exists but is not a data-bin from this script (no dict.txt/test.bin/spm.model); remove it first"
+fi
 if [[ -z "${TEXT_DIR:-}" && -z "${TRAIN_TEXT:-}" ]]; then
     die "no corpus given: set TEXT_DIR to a folder holding train.txt, valid.txt and test.txt (or TRAIN_TEXT, VALID_TEXT, TEST_TEXT)"
 fi
@@ -33,13 +40,6 @@ done
 [[ "$VOCAB" =~ ^[0-9]+$ ]] || die "VOCAB must be a positive integer, got '$VOCAB'"
 case "$MODEL_TYPE" in bpe | unigram) ;; *) die "MODEL_TYPE must be bpe or unigram, got '$MODEL_TYPE'" ;; esac
 
-if [[ -e "$DATA_BIN" ]]; then
-    if [[ -f "$DATA_BIN/dict.txt" && -f "$DATA_BIN/test.bin" && -f "$DATA_BIN/spm.model" ]]; then
-        echo "$DATA_BIN already exists; nothing to do (remove it to prepare again)"
-        exit 0
-    fi
-    die "$DATA_BIN exists but is not a data-bin from this script (no dict.txt/test.bin/spm.model); remove it first"
-fi
 command -v fairseq-preprocess >/dev/null || die "fairseq-preprocess not on PATH (activate the environment with fairseq installed)"
 "$PYTHON" -c "import sentencepiece" 2>/dev/null || die "the python package sentencepiece is missing (make setup installs it)"
 

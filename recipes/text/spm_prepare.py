@@ -13,7 +13,7 @@ The encoding is lossless: identity normalization, whitespace kept as is, byte fa
 characters outside the learned vocabulary (<0xNN> pieces), so decoding the pieces gives back every
 line exactly. fairseq splits a token file on any whitespace (its tokenizer's ``\\s+``), so a piece
 that contains a whitespace character other than sentencepiece's "▁" (a tab, a no-break space...)
-is written as the byte pieces of its UTF-8 bytes instead.
+is written as "▁" pieces and the byte pieces of its other characters instead.
 
 Counting conventions (README "bits per byte"): a split's bytes are its UTF-8 bytes with one "\\n"
 per line (one is added if the file does not end with a newline); fairseq appends one end-of-line
@@ -34,8 +34,17 @@ SPLITS = ("train", "valid", "test")
 TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
+SPACE = "\u2581"  # sentencepiece's "▁": a space, and at a line start the dummy prefix its decoder drops
+
+
 class PrepareError(Exception):
     pass
+
+
+def spell(char: str) -> str:
+    """One character of a piece that holds whitespace: "▁" stays a piece (so the decoder still drops a
+    line's dummy prefix), any other character becomes its UTF-8 byte pieces."""
+    return SPACE if char == SPACE else " ".join(f"<0x{b:02X}>" for b in char.encode("utf-8"))
 
 
 def read_lines(path: Path, name: str) -> Iterator[str]:
@@ -91,10 +100,12 @@ class Encoder:
         self.sp = spm.SentencePieceProcessor(model_file=str(model))
         self.threads = threads
         self.pieces = [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
+        if self.sp.piece_to_id(SPACE) == self.sp.unk_id():
+            raise PrepareError(f"the sentencepiece model has no piece {SPACE!r} (its word-boundary symbol)")
         self.spelled: Dict[int, str] = {}
         for i, piece in enumerate(self.pieces):
             if any(c.isspace() for c in piece):
-                self.spelled[i] = " ".join(f"<0x{b:02X}>" for b in piece.replace("\u2581", " ").encode("utf-8"))
+                self.spelled[i] = " ".join(spell(c) for c in piece)
 
     def encode(self, lines: List[str], counts: collections.Counter) -> List[str]:
         out = []
