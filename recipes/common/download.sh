@@ -1,4 +1,4 @@
-# Sourced by the prepare scripts (recipes/lm, smnist, scifar): the one way a recipe downloads a file.
+# Sourced by the prepare scripts (recipes/lm/fetch_archive.sh, smnist, scifar): the one way a recipe downloads a file.
 #
 #   fetch_url URL DEST   curl (else wget) into DEST.part, renamed to DEST only when complete. On failure
 #                        DEST.part is removed and the status is non-zero; the caller prints its one-line

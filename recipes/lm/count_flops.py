@@ -2,7 +2,8 @@
 (matmuls, bmm, convolutions; FFTs are not counted, so the result is a lower bound). The basis of
 the time estimates in recipes/lm/README.md.
 
-    python recipes/lm/count_flops.py DATA_BIN ARCH [LENGTH]    # e.g. data-bin/enwik8 focus_lm_enwik8 2048
+    python recipes/lm/count_flops.py DATA_BIN ARCH [LENGTH [FLAG ...]]    # e.g. data-bin/enwik8 focus_lm_enwik8 2048
+    (FLAGs are fairseq-train model flags, e.g. the MODEL_ARGS of recipes/wikitext103/train.sh)
 """
 import sys
 from pathlib import Path
@@ -15,10 +16,10 @@ from torch.utils.flop_counter import FlopCounterMode
 USER_DIR = str(Path(__file__).resolve().parents[2] / "fairseq_focus")
 
 
-def main(data_bin: str, arch: str, length: int = 2048) -> None:
+def main(data_bin: str, arch: str, length: int = 2048, flags: tuple = ()) -> None:
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, [data_bin, "--user-dir", USER_DIR, "--task", "focus_lm",
-                                                "--arch", arch, "--tokens-per-sample", str(length), "--cpu"])
+                                                "--arch", arch, "--tokens-per-sample", str(length), "--cpu", *flags])
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
@@ -33,4 +34,4 @@ def main(data_bin: str, arch: str, length: int = 2048) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2048)
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2048, tuple(sys.argv[4:]))

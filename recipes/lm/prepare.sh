@@ -11,8 +11,6 @@ die() { echo "error: $*" >&2; exit 1; }
 case "$CORPUS" in enwik8 | text8) ;; *) die "CORPUS must be enwik8 or text8, got '$CORPUS'" ;; esac
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 UPPER="$(echo "$CORPUS" | tr '[:lower:]' '[:upper:]')"
-# shellcheck source=../common/download.sh
-source "$HERE/../common/download.sh"
 
 # The archive: ENWIK8_ZIP / TEXT8_ZIP (a local file, used as is) or a download into DOWNLOAD_DIR.
 ZIP_VAR="${UPPER}_ZIP"
@@ -39,30 +37,9 @@ if [[ -e "$DATA_BIN" ]]; then
 fi
 command -v fairseq-preprocess >/dev/null || die "fairseq-preprocess not on PATH (activate the environment with fairseq installed)"
 
-if [[ -z "$ARCHIVE" ]]; then
-    ARCHIVE="$DOWNLOAD_DIR/${CORPUS}.zip"
-    if [[ ! -f "$ARCHIVE" ]]; then
-        trap 'rm -f "$ARCHIVE.part"' EXIT
-        trap 'exit 130' INT TERM
-        fetch_url "$URL" "$ARCHIVE" || die "download of $URL failed (or set $ZIP_VAR=/path/to/${CORPUS}.zip)"
-        trap - EXIT
-    fi
-fi
-[[ -f "$ARCHIVE" ]] || die "archive not found: $ARCHIVE (set $ZIP_VAR to the path of ${CORPUS}.zip)"
-
-# Integrity of the official file. SKIP_CHECKSUM=1 (or EXPECTED_SIZE/EXPECTED_SHA256 of your own
-# archive) is the explicit override; zip's own CRC-32 is checked while extracting in any case.
-if [[ "$SKIP_CHECKSUM" == 1 ]]; then
-    echo "SKIP_CHECKSUM=1: not checking size and SHA-256 of $ARCHIVE"
-else
-    size="$(wc -c < "$ARCHIVE" | tr -d ' ')"
-    [[ "$size" == "$EXPECTED_SIZE" ]] \
-        || die "$ARCHIVE has $size bytes, expected $EXPECTED_SIZE (truncated or not the official file; SKIP_CHECKSUM=1 overrides)"
-    sha="$(sha256sum "$ARCHIVE" | cut -d' ' -f1)"
-    [[ "$sha" == "$EXPECTED_SHA256" ]] \
-        || die "$ARCHIVE has SHA-256 $sha, expected $EXPECTED_SHA256 (SKIP_CHECKSUM=1 overrides)"
-    echo "checked $ARCHIVE: $size bytes, SHA-256 $sha"
-fi
+ARCHIVE_FILE="${CORPUS}.zip"
+# shellcheck source=fetch_archive.sh
+source "$HERE/fetch_archive.sh"
 
 # Everything is written under a temporary sibling of DATA_BIN (same filesystem, so the final mv is
 # atomic) and removed on any exit; only a complete data-bin is moved into place.

@@ -1,0 +1,21 @@
+# Sourced by recipes/text/{prepare,train,eval}.sh: the variables they share, resolved once.
+#   CORPUS (a name, default "text"), DATA_BIN, VARIANT (focus | static | ema) -> FILTER, ARCH, SAVE_DIR
+die() { echo "error: $*" >&2; exit 1; }
+
+TEXT_RECIPE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CORPUS="${CORPUS:-text}"
+USER_DIR="${USER_DIR:-$(cd "$TEXT_RECIPE/../.." && pwd)/fairseq_focus}"
+DATA_BIN="${DATA_BIN:-data-bin/${CORPUS}}"
+VARIANT_GIVEN="${VARIANT:+1}"
+VARIANT="${VARIANT:-focus}"
+case "$VARIANT" in
+    focus) FILTER=adaptive ;;   # Focus: adaptive filters (paper)
+    static) FILTER=static ;;    # Focus-H: static learned filters (ablation)
+    ema) FILTER=ema ;;          # MEGA: multi-head damped EMA (baseline)
+    *) die "VARIANT must be focus, static or ema, got '$VARIANT'" ;;
+esac
+# One arch, the variant chosen by --focus-filter: the same code path and sizes for all three.
+# A named ARCH keeps its own filter unless VARIANT is given too.
+ARCH_GIVEN="${ARCH:+1}"
+ARCH="${ARCH:-focus_lm}"
+SAVE_DIR="${SAVE_DIR:-checkpoints/${CORPUS}_${ARCH}_${VARIANT}}"

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Scores a subword focus_lm checkpoint on the test split with fairseq-eval-lm and prints, for each
+# protocol (blocks, sliding: as in recipes/lm/eval.sh),
+#     test ppl per token = X (protocol: ...; N tokens)
+#     test bits per byte = Y (protocol: ...; T bits over B bytes of test text)
+#     test word-level ppl = Z (protocol: ...; W words)
+# ppl per token = 2^(fairseq's "Loss (base 2)"), the mean over every sentencepiece token and every
+# end-of-line token </s>. Bits per byte = that loss x the number of tokens (total bits over the
+# split) / the test text's UTF-8 bytes, one "\n" per line counted (the </s> predicts it): comparable
+# with a byte-level model's BPC. Word-level ppl = 2^(total bits / words), words = whitespace-separated
+# words + one end-of-line per line: comparable with a word-level model on the same text.
+# The counts come from DATA_BIN/PREPARED (written by prepare.sh). See recipes/text/README.md.
+set -euo pipefail
+
+# shellcheck source=common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
+CHECKPOINT="${CHECKPOINT:-$SAVE_DIR/checkpoint_best.pt}"
+SUBSET="${SUBSET:-test}"
+PROTOCOLS="${PROTOCOLS:-blocks sliding}"
+EVAL_TOKENS="${EVAL_TOKENS:-8192}"          # block length fed to the model
+CONTEXT_WINDOW="${CONTEXT_WINDOW:-6144}"    # sliding: left context per block
+MAX_TOKENS="${MAX_TOKENS:-65536}"           # tokens per eval batch
+EVAL_ARGS="${EVAL_ARGS:-}"
+
+[[ -d "$DATA_BIN" ]] || die "DATA_BIN=$DATA_BIN is not a directory (run recipes/text/prepare.sh first)"
+for f in dict.txt PREPARED "$SUBSET.bin" "$SUBSET.idx"; do
+    [[ -s "$DATA_BIN/$f" ]] || die "DATA_BIN=$DATA_BIN is not a data-bin from recipes/text/prepare.sh with a $SUBSET split: $f is missing"
+done
+[[ -f "$CHECKPOINT" ]] || die "checkpoint not found: $CHECKPOINT (set CHECKPOINT or SAVE_DIR)"
+(( CONTEXT_WINDOW < EVAL_TOKENS )) || die "CONTEXT_WINDOW=$CONTEXT_WINDOW must be smaller than EVAL_TOKENS=$EVAL_TOKENS"
+command -v fairseq-eval-lm >/dev/null || die "fairseq-eval-lm not on PATH (activate the environment with fairseq installed)"
+prepared() { awk -v k="${SUBSET}_$1" '$1 == k { print $2 }' "$DATA_BIN/PREPARED"; }
+BYTES="$(prepared bytes)"; WORDS="$(prepared words)"; TOKENS="$(prepared tokens)"
+[[ -n "$BYTES" && -n "$WORDS" && -n "$TOKENS" ]] || die "$DATA_BIN/PREPARED has no ${SUBSET}_bytes/words/tokens lines (prepare again)"
+
+DEVICE_ARGS=()
+if ! nvidia-smi -L >/dev/null 2>&1; then DEVICE_ARGS=(--cpu); fi
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+
+# Runs fairseq-eval-lm with the common flags plus "$@"; prints "<base-2 loss> <tokens scored>".
+eval_lm() {
+    # shellcheck disable=SC2086  # EVAL_ARGS is a list of flags on purpose
+    if ! fairseq-eval-lm "$DATA_BIN" --user-dir "$USER_DIR" --task focus_lm --path "$CHECKPOINT" \
+        --gen-subset "$SUBSET" --sample-break-mode none --max-tokens "$MAX_TOKENS" \
+        --log-format simple "${DEVICE_ARGS[@]}" "$@" $EVAL_ARGS > "$LOG" 2>&1; then
+        tail -n 20 "$LOG" >&2
+        die "fairseq-eval-lm failed (last lines above)"
+    fi
+    local loss ntok
+    loss="$(sed -n 's/.*Loss (base 2): \([0-9.eE+-]*\),.*/\1/p' "$LOG" | tail -n 1)"
+    ntok="$(sed -n 's/.*Evaluated \([0-9,]*\) tokens.*/\1/p' "$LOG" | tail -n 1 | tr -d ,)"
+    [[ -n "$loss" && -n "$ntok" ]] || die "no 'Loss (base 2)' / 'Evaluated N tokens' line in fairseq-eval-lm's output"
+    [[ "$ntok" == "$TOKENS" ]] || die "fairseq-eval-lm scored $ntok tokens but the $SUBSET split has $TOKENS (PREPARED): bits per byte would be wrong"
+    echo "$loss $ntok"
+}
+
+report() {  # protocol description, base-2 loss, tokens
+    awk -v what="$1" -v loss="$2" -v ntok="$3" -v bytes="$BYTES" -v words="$WORDS" -v subset="$SUBSET" 'BEGIN {
+        bits = loss * ntok
+        printf "%s ppl per token = %.2f (protocol: %s; %d tokens)\n", subset, 2 ^ loss, what, ntok
+        printf "%s bits per byte = %.4f (protocol: %s; %.1f bits over %d bytes of text)\n", subset, bits / bytes, what, bits, bytes
+        printf "%s word-level ppl = %.2f (protocol: %s; %d words)\n", subset, 2 ^ (bits / words), what, words
+    }'
+}
+
+for protocol in $PROTOCOLS; do
+    case "$protocol" in
+        blocks)
+            read -r loss ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS")
+            report "blocks: non-overlapping blocks of $EVAL_TOKENS tokens, no context across blocks" "$loss" "$ntok"
+            ;;
+        sliding)
+            read -r loss ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS" --context-window "$CONTEXT_WINDOW")
+            report "sliding: fairseq --context-window $CONTEXT_WINDOW, $((EVAL_TOKENS - CONTEXT_WINDOW)) new tokens scored per $EVAL_TOKENS-token window" "$loss" "$ntok"
+            ;;
+        *) die "unknown protocol '$protocol' in PROTOCOLS (known: blocks sliding)" ;;
+    esac
+done
