@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Scores a subword focus_lm checkpoint on the test split with fairseq-eval-lm and prints, for each
-# protocol (blocks, sliding: as in recipes/lm/eval.sh),
+# Scores a subword focus_lm checkpoint on the test split and prints, for each protocol (blocks and
+# sliding through fairseq-eval-lm, stream through fairseq_focus.tools.score_stream: as in
+# recipes/lm/eval.sh),
 #     test ppl per token = X (protocol: ...; N tokens)
 #     test bits per byte = Y (protocol: ...; T bits over B bytes of test text)
 #     test word-level ppl = Z (protocol: ...; W words)
@@ -16,8 +17,8 @@ set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 CHECKPOINT="${CHECKPOINT:-$SAVE_DIR/checkpoint_best.pt}"
 SUBSET="${SUBSET:-test}"
-PROTOCOLS="${PROTOCOLS:-blocks sliding}"
-EVAL_TOKENS="${EVAL_TOKENS:-8192}"          # block length fed to the model
+PROTOCOLS="${PROTOCOLS:-blocks sliding stream}"
+EVAL_TOKENS="${EVAL_TOKENS:-8192}"          # block (stream: segment) length fed to the model
 CONTEXT_WINDOW="${CONTEXT_WINDOW:-6144}"    # sliding: left context per block
 MAX_TOKENS="${MAX_TOKENS:-65536}"           # tokens per eval batch
 EVAL_ARGS="${EVAL_ARGS:-}"
@@ -74,6 +75,19 @@ for protocol in $PROTOCOLS; do
             read -r loss ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS" --context-window "$CONTEXT_WINDOW")
             report "sliding: fairseq --context-window $CONTEXT_WINDOW, $((EVAL_TOKENS - CONTEXT_WINDOW)) new tokens scored per $EVAL_TOKENS-token window" "$loss" "$ntok"
             ;;
-        *) die "unknown protocol '$protocol' in PROTOCOLS (known: blocks sliding)" ;;
+        stream)
+            if ! PYTHONPATH="$(dirname "$USER_DIR")${PYTHONPATH:+:$PYTHONPATH}" python -m fairseq_focus.tools.score_stream \
+                "$DATA_BIN" --path "$CHECKPOINT" --gen-subset "$SUBSET" --segment-len "$EVAL_TOKENS" \
+                "${DEVICE_ARGS[@]}" > "$LOG" 2>&1; then
+                tail -n 20 "$LOG" >&2
+                die "fairseq_focus.tools.score_stream failed (last lines above)"
+            fi
+            # its "BPC" is bits per token here (a subword), the same 4-decimal mean as fairseq's Loss (base 2)
+            read -r loss ntok < <(sed -n 's/^streaming BPC = \([0-9.]*\) over \([0-9]*\) tokens.*/\1 \2/p' "$LOG" | tail -n 1)
+            [[ -n "${loss:-}" ]] || die "no 'streaming BPC' line in score_stream's output"
+            [[ "$ntok" == "$TOKENS" ]] || die "score_stream scored $ntok tokens but the $SUBSET split has $TOKENS (PREPARED): bits per byte would be wrong"
+            report "stream: the whole split as one stream, segments of $EVAL_TOKENS tokens, model state carried across segments" "$loss" "$ntok"
+            ;;
+        *) die "unknown protocol '$protocol' in PROTOCOLS (known: blocks sliding stream)" ;;
     esac
 done

@@ -24,27 +24,33 @@ Errors are one line on stderr ("error: ...") and exit status 1.
 """
 import argparse
 import collections
+import importlib.util
 import re
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
+
+
+def _load_subword():
+    """fairseq_focus/inference/subword.py of this checkout (the spelling rule the hub shares), loaded
+    as a file: importing the package would import torch and fairseq, and their log lines, for nothing."""
+    path = Path(__file__).resolve().parents[2] / "fairseq_focus" / "inference" / "subword.py"
+    spec = importlib.util.spec_from_file_location("fairseq_focus_subword", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_subword = _load_subword()
+SPACE, fairseq_symbols, holds_whitespace = _subword.SPACE, _subword.fairseq_symbols, _subword.holds_whitespace
 
 BATCH_LINES = 10_000
 SPLITS = ("train", "valid", "test")
 TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
-SPACE = "\u2581"  # sentencepiece's "▁": a space, and at a line start the dummy prefix its decoder drops
-
-
 class PrepareError(Exception):
     pass
-
-
-def spell(char: str) -> str:
-    """One character of a piece that holds whitespace: "▁" stays a piece (so the decoder still drops a
-    line's dummy prefix), any other character becomes its UTF-8 byte pieces."""
-    return SPACE if char == SPACE else " ".join(f"<0x{b:02X}>" for b in char.encode("utf-8"))
 
 
 def read_lines(path: Path, name: str) -> Iterator[str]:
@@ -104,8 +110,8 @@ class Encoder:
             raise PrepareError(f"the sentencepiece model has no piece {SPACE!r} (its word-boundary symbol)")
         self.spelled: Dict[int, str] = {}
         for i, piece in enumerate(self.pieces):
-            if any(c.isspace() for c in piece):
-                self.spelled[i] = " ".join(spell(c) for c in piece)
+            if holds_whitespace(piece):
+                self.spelled[i] = " ".join(fairseq_symbols(piece))
 
     def encode(self, lines: List[str], counts: collections.Counter) -> List[str]:
         out = []
