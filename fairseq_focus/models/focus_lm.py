@@ -9,7 +9,7 @@ circular cross-correlation that lets position t see inputs t+1… of its bin.
 import logging
 import math
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -112,10 +112,12 @@ class FocusDecoder(FairseqIncrementalDecoder):
                 raise ValueError(f"the decoding state has seen {seen} tokens; got a prefix of {prev_output_tokens.size(1)}")
             return self.forward_stream(prev_output_tokens[:, seen:], incremental_state, features_only=True), \
                 {"attn": [None], "inner_states": None}
-        padding_mask = prev_output_tokens.eq(self.padding_idx)
-        if not padding_mask.any():
-            padding_mask = None
-        return self.stack(self._embed(prev_output_tokens), padding_mask), {"attn": [None], "inner_states": None}
+        x = self.stack(self._embed(prev_output_tokens), self._padding_mask(prev_output_tokens))
+        return x, {"attn": [None], "inner_states": None}
+
+    def theta(self, tokens: Tensor) -> List[Tensor]:
+        """Θ (B, Nbins, D, F, 2) of every layer's IIR filter in the parallel forward over tokens (B, L)."""
+        return self.stack.theta(self._embed(tokens), self._padding_mask(tokens))
 
     def forward_stream(self, tokens: Tensor, incremental_state, features_only: bool = False) -> Tensor:
         """The next n tokens (B, n) of B streams -> logits (B, n, V) (or features), updating the state.
@@ -123,9 +125,14 @@ class FocusDecoder(FairseqIncrementalDecoder):
         Any cut of a stream into segments gives the same outputs as one parallel forward over it:
         this is what decoding (n = 1), prompting and streaming scoring (score_stream.py) run on.
         """
-        padding_mask = tokens.eq(self.padding_idx)  # beam search can hold dead hypotheses with pads
-        x = self.stack.forward_stream(self._embed(tokens), incremental_state, padding_mask if padding_mask.any() else None)
+        # beam search can hold dead hypotheses with pads
+        x = self.stack.forward_stream(self._embed(tokens), incremental_state, self._padding_mask(tokens))
         return x if features_only else self.output_layer(x)
+
+    def _padding_mask(self, tokens: Tensor) -> Optional[Tensor]:
+        """(B, L) bool, True at pads, or None when there are none."""
+        padding_mask = tokens.eq(self.padding_idx)
+        return padding_mask if padding_mask.any() else None
 
     def _embed(self, tokens: Tensor) -> Tensor:
         return self.embed_dropout(self.embed_scale * self.embed_tokens(tokens))  # (B, L, D)

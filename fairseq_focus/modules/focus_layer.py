@@ -47,24 +47,23 @@ class FocusGatedAttention(StreamingModule):
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor, hyper: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
-        residual = x
-        if self.prenorm:
-            x = self.norm(x)
-        x_f = self.dropout(self.filter(x.transpose(1, 2), hyper).transpose(1, 2))  # (B, L, D)
+    def filter_input(self, x: Tensor) -> Tensor:
+        """What the filter (and Q) sees: the block input, normed in a pre-norm block."""
+        return self.norm(x) if self.prenorm else x
+
+    def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
+        residual, x = x, self.filter_input(x)
+        x_f = self.dropout(self.filter(x, e))  # (B, L, D)
         q, k, v = self._qkv(x, x_f)
         p = self.attention_dropout if self.training else 0.0
-        y = chunked_attention(q, k, v, self.rel_pos_bias, self.chunk_size, key_padding_mask, p)
+        y = chunked_attention(q, k, v, self.rel_pos_bias, self.chunk_size, padding_mask, p)
         return self._gate(residual, x_f, y)
 
-    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
                        padding_mask: Optional[Tensor] = None) -> Tensor:
         """The same map for n new positions (B, n, D) of a stream at pos …, with cached state."""
-        residual = x
-        if self.prenorm:
-            x = self.norm(x)
-        x_f = self.filter.forward_stream(x.transpose(1, 2), hyper, pos, incremental_state).transpose(1, 2)
-        x_f = self.dropout(x_f)
+        residual, x = x, self.filter_input(x)
+        x_f = self.dropout(self.filter.forward_stream(x, e, pos, incremental_state))  # (B, n, D)
         q, k, v = self._qkv(x, x_f)
         y = self._attend_stream(q, k, v, pos, incremental_state, padding_mask)
         return self._gate(residual, x_f, y)
@@ -122,9 +121,9 @@ class FocusBlock(nn.Module):
         )
         self.ffn = NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout, cfg.normalize_before)
 
-    def forward(self, x: Tensor, hyper: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
-        return self.ffn(self.attn(x, hyper, key_padding_mask))
+    def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
+        return self.ffn(self.attn(x, e, padding_mask))
 
-    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
                        padding_mask: Optional[Tensor] = None) -> Tensor:
-        return self.ffn(self.attn.forward_stream(x, hyper, pos, incremental_state, padding_mask))
+        return self.ffn(self.attn.forward_stream(x, e, pos, incremental_state, padding_mask))
