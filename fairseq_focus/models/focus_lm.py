@@ -8,32 +8,23 @@ circular cross-correlation that lets position t see inputs t+1… of its bin.
 """
 import logging
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model, register_model_architecture
 from omegaconf import II
 from torch import Tensor, nn
 
-from ..modules.config import FILTERS, FocusStackConfig
 from ..modules.focus_stack import FocusStack
-from ..ops.iir import CAUSAL_MODES, MODES
+from ..ops.iir import CAUSAL_MODES
+from .arch import FocusModelConfig, fill_defaults, set_default
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FocusLMConfig(FocusStackConfig, FairseqDataclass):
-    focus_filter: ChoiceEnum(list(FILTERS)) = field(
-        default="adaptive", metadata={"help": "adaptive: Θ from the hypernetwork (Focus); static: learned Θ (Focus-H); ema: MEGA's EMA"}
-    )
-    iir_mode: ChoiceEnum(list(MODES)) = field(
-        default="causal",
-        metadata={"help": "causal: per-bin linear convolution, state reset per bin; carry: exact IIR recursion "
-                          "across bins; paper: eq. 6 literally (circular, NOT causal: refused by a causal LM)"},
-    )
+class FocusLMConfig(FocusModelConfig):
     share_decoder_input_output_embed: bool = field(default=True, metadata={"help": "tie input and output embeddings"})
     no_scale_embedding: bool = field(default=False, metadata={"help": "do not multiply embeddings by √D"})
     max_target_positions: Optional[int] = II("task.tokens_per_sample")
@@ -150,29 +141,22 @@ class FocusDecoder(FairseqIncrementalDecoder):
 
 # ---- named architectures -------------------------------------------------------------------------
 
-def _set_default(args, name: str, value) -> None:
-    if getattr(args, name, None) is None:
-        setattr(args, name, value)
-
-
 def base_architecture(args) -> None:
     """Fill every field an arch left unset with the config's default."""
-    for f in fields(FocusLMConfig):
-        if not f.name.startswith("_") and f.name != "max_target_positions":
-            _set_default(args, f.name, f.default)
+    fill_defaults(args, FocusLMConfig, skip=("max_target_positions",))
 
 
 def _paper_lm(args, filt: str, layers: int, value_dim: int) -> None:
     """Paper §5.2: input dim 512, (FFN) hidden 1024; bins of 128, attention chunks of 1024."""
-    _set_default(args, "focus_filter", filt)
-    _set_default(args, "decoder_layers", layers)
-    _set_default(args, "decoder_embed_dim", 512)
-    _set_default(args, "decoder_hidden_dim", value_dim)
-    _set_default(args, "decoder_ffn_embed_dim", 1024)
-    _set_default(args, "decoder_z_dim", 128)
-    _set_default(args, "bin_size", 128)
-    _set_default(args, "chunk_size", 1024)
-    _set_default(args, "hyper_kernel_size", 2048)
+    set_default(args, "focus_filter", filt)
+    set_default(args, "decoder_layers", layers)
+    set_default(args, "decoder_embed_dim", 512)
+    set_default(args, "decoder_hidden_dim", value_dim)
+    set_default(args, "decoder_ffn_embed_dim", 1024)
+    set_default(args, "decoder_z_dim", 128)
+    set_default(args, "bin_size", 128)
+    set_default(args, "chunk_size", 1024)
+    set_default(args, "hyper_kernel_size", 2048)
     base_architecture(args)
 
 
