@@ -7,7 +7,7 @@ Every setting, its default and its help text is written once, in ``modules/confi
 field's default and help from there. A model that needs another default says only that.
 """
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
@@ -31,6 +31,12 @@ def set_default(args, name: str, value) -> None:
     """Give ``args.name`` a value unless the command line (or an earlier arch) set one."""
     if getattr(args, name, None) is None:
         setattr(args, name, value)
+
+
+def set_defaults(args, values: Dict[str, Any]) -> None:
+    """:func:`set_default` for each name -> value of an arch's table."""
+    for name, value in values.items():
+        set_default(args, name, value)
 
 
 def fill_defaults(args, config: type, skip: Iterable[str] = ()) -> None:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..modules.focus_stack import FocusStack
 from ..ops.iir import MODES
-from .arch import FocusModelConfig, fill_defaults, set_default, stack_field
+from .arch import FocusModelConfig, fill_defaults, set_defaults, stack_field
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +113,17 @@ def _image_arch(args, filt: str, length: int) -> None:
     NFFT = L/4, Table 6); one attention chunk spans the whole image (M = L), so no padding is needed
     (L is a multiple of both); the global conv kernel covers the whole image.
     """
-    set_default(args, "focus_filter", filt)
-    set_default(args, "decoder_layers", 6)
-    set_default(args, "decoder_embed_dim", 512)
-    set_default(args, "decoder_hidden_dim", 1024)
-    set_default(args, "decoder_ffn_embed_dim", 512)
-    set_default(args, "decoder_z_dim", 128)
-    set_default(args, "bin_size", length // 4)
-    set_default(args, "chunk_size", length)
-    set_default(args, "hyper_kernel_size", length)
+    set_defaults(args, {
+        "focus_filter": filt,
+        "decoder_layers": 6,
+        "decoder_embed_dim": 512,
+        "decoder_hidden_dim": 1024,
+        "decoder_ffn_embed_dim": 512,
+        "decoder_z_dim": 128,
+        "bin_size": length // 4,
+        "chunk_size": length,
+        "hyper_kernel_size": length,
+    })
     base_architecture(args)
 
 

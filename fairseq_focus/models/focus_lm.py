@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..modules.focus_stack import FocusStack
 from ..ops.iir import CAUSAL_MODES
-from .arch import FocusModelConfig, fill_defaults, set_default
+from .arch import FocusModelConfig, fill_defaults, set_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -148,15 +148,17 @@ def base_architecture(args) -> None:
 
 def _paper_lm(args, filt: str, layers: int, value_dim: int) -> None:
     """Paper §5.2: input dim 512, (FFN) hidden 1024; bins of 128, attention chunks of 1024."""
-    set_default(args, "focus_filter", filt)
-    set_default(args, "decoder_layers", layers)
-    set_default(args, "decoder_embed_dim", 512)
-    set_default(args, "decoder_hidden_dim", value_dim)
-    set_default(args, "decoder_ffn_embed_dim", 1024)
-    set_default(args, "decoder_z_dim", 128)
-    set_default(args, "bin_size", 128)
-    set_default(args, "chunk_size", 1024)
-    set_default(args, "hyper_kernel_size", 2048)
+    set_defaults(args, {
+        "focus_filter": filt,
+        "decoder_layers": layers,
+        "decoder_embed_dim": 512,
+        "decoder_hidden_dim": value_dim,
+        "decoder_ffn_embed_dim": 1024,
+        "decoder_z_dim": 128,
+        "bin_size": 128,
+        "chunk_size": 1024,
+        "hyper_kernel_size": 2048,
+    })
     base_architecture(args)
 
 
