@@ -335,32 +335,33 @@ def iir_filter_segment(
     sample through :func:`iir_step`.
     """
     _check_segment(x, theta, offset, bin_size, mode)
-    causal = mode == "causal"
-    parts = split_at_boundaries(offset, x.size(-1), bin_size)
     outputs, start, bin_idx = [], 0, 0
-    for kind, length in zip(("head", "middle", "tail"), parts):
+    for kind, length in zip(("head", "middle", "tail"), split_at_boundaries(offset, x.size(-1), bin_size)):
         if length == 0:
             continue
-        if causal and (kind != "head" or offset == 0):
+        if mode == "causal" and (kind != "head" or offset == 0):
             state = None  # a bin starts here
-        xs = x[..., start:start + length]
-        if kind == "middle":
-            nbins = length // bin_size
-            th = theta[:, bin_idx:bin_idx + nbins]
-            y, state = iir_filter(xs, th, mode, state=None if causal else state, return_state=True)
-        elif length == 1:
-            y, state = iir_step(xs[..., 0], theta[:, bin_idx], state)
-            y = y.unsqueeze(-1)
-            nbins = 1
-        else:  # a partial bin: one time-invariant filter over `length` samples, from `state`
-            y, state = iir_filter(xs, theta[:, bin_idx:bin_idx + 1], "carry", state=state, return_state=True)
-            nbins = 1
+        nbins = length // bin_size if kind == "middle" else 1
+        y, state = _segment_part(x[..., start:start + length], theta[:, bin_idx:bin_idx + nbins], mode, state,
+                                 whole_bins=kind == "middle")
         outputs.append(y)
         start += length
         bin_idx += nbins
     if not outputs:
         return x.clone(), state
     return torch.cat(outputs, dim=-1), state
+
+
+def _segment_part(xs: Tensor, theta: Tensor, mode: str, state: Optional[Tensor],
+                  whole_bins: bool) -> Tuple[Tensor, Tensor]:
+    """One part of a segment: whole bins (x (B, D, Nbins·R), Θ (B, Nbins, D, F, 2)) or a piece of one bin."""
+    if whole_bins:
+        return iir_filter(xs, theta, mode, state=None if mode == "causal" else state, return_state=True)
+    if xs.size(-1) == 1:
+        y, state = iir_step(xs[..., 0], theta[:, 0], state)
+        return y.unsqueeze(-1), state
+    # a partial bin: one time-invariant filter from `state` (within a bin causal and carry agree)
+    return iir_filter(xs, theta, "carry", state=state, return_state=True)
 
 
 def iir_filter_segment_ref(
