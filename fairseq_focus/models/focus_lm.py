@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-import torch
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model, register_model_architecture
 from omegaconf import II
 from torch import Tensor, nn

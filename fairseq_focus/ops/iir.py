@@ -197,13 +197,8 @@ def _bank_output(xb: Tensor, h_f: Tensor) -> Tensor:
     return _bin_convolve(xb, h)
 
 
-def iir_filter(
-    x: Tensor,
-    theta: Tensor,
-    mode: str = "causal",
-    state: Optional[Tensor] = None,
-    return_state: bool = False,
-):
+def iir_filter(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[Tensor] = None,
+               return_state: bool = False):
     """Filter x with per-bin order-2 IIR filter banks (fast, parallel path).
 
     Args:
@@ -255,13 +250,8 @@ def iir_step(x_t: Tensor, theta_t: Tensor, state: Optional[Tensor] = None) -> Tu
     return y_f.sum(-1).to(x_t.dtype), new_state.to(x_t.dtype)
 
 
-def iir_filter_ref(
-    x: Tensor,
-    theta: Tensor,
-    mode: str = "causal",
-    state: Optional[Tensor] = None,
-    return_state: bool = False,
-):
+def iir_filter_ref(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[Tensor] = None,
+                   return_state: bool = False):
     """Slow reference twin of :func:`iir_filter` with the same signature.
 
     ``causal``/``carry``: a plain loop over time with :func:`iir_step` (state reset at bin starts in
