@@ -216,8 +216,8 @@ def test_the_check_can_fail():
     state: dict = {}
     with torch.no_grad():
         decoder.forward_stream(tokens[:, :20], state)
-        hyper_cache = decoder.stack.shared_hyper.get_cache(state)
-        decoder.stack.shared_hyper.set_cache(state, {**hyper_cache, "last": torch.zeros_like(hyper_cache["last"])})
+        hyper_cache = decoder.stack.shared_encoder.get_cache(state)
+        decoder.stack.shared_encoder.set_cache(state, {**hyper_cache, "last": torch.zeros_like(hyper_cache["last"])})
         rest = decoder.forward_stream(tokens[:, 20:], state).log_softmax(-1)
     assert (rest - parallel_lprobs(decoder, tokens)[:, 20:]).abs().max().item() > 1e-4
 
@@ -284,7 +284,7 @@ def test_sequence_generator_beam_search_same_with_and_without_state():
 def test_cached_regularized_kernel_follows_parameter_updates():
     """Decoding reuses the regularized global-conv kernel; an in-place update must invalidate it."""
     from fairseq_focus.ops.long_conv import regularize_kernel
-    hyper = tiny_decoder("adaptive", "carry", True).stack.shared_hyper
+    hyper = tiny_decoder("adaptive", "carry", True).stack.shared_encoder
     with torch.no_grad():
         first = hyper.regularized_kernel()
         assert hyper.regularized_kernel() is first  # reused

@@ -112,22 +112,22 @@ def test_plot_filters_writes_pngs_of_the_models_theta(byte_corpus, checkpoints, 
     run([sys.executable, "-m", "fairseq_focus.tools.plot_filters", "--path", str(ckpt), "--data", str(byte_corpus),
          "--text", text, "--out-dir", str(out_dir), "--channel", "3", "--cpu"], cwd=REPO)
     arrays = np.load(out_dir / "filters.npz")
-    # Θ the model produced for this input: record AdaptiveIIRFilter.coefficients during a forward
+    # Θ the model produced for this input: record AdaptiveIIRFilter.theta during a forward
     model, task = load_model(str(ckpt), str(byte_corpus), cpu=True)
     recorded = []
-    original = AdaptiveIIRFilter.coefficients
+    original = AdaptiveIIRFilter.theta
 
-    def recording(self, x, hyper):
-        theta = original(self, x, hyper)
+    def recording(self, x, e):
+        theta = original(self, x, e)
         recorded.append(theta)
         return theta
 
-    AdaptiveIIRFilter.coefficients = recording
+    AdaptiveIIRFilter.theta = recording
     try:
         with torch.no_grad():
             model.decoder(torch.from_numpy(arrays["tokens"]).unsqueeze(0))
     finally:
-        AdaptiveIIRFilter.coefficients = original
+        AdaptiveIIRFilter.theta = original
     nbins = -(-arrays["tokens"].size // 16)  # TINY_LM bins of 16
     assert len(recorded) == 2
     for layer, theta in enumerate(recorded):

@@ -19,18 +19,18 @@ so it travels inside every checkpoint; ``load_state_dict`` refuses a checkpoint 
 differs from the one the current task applies.
 """
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import torch
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
 from torch import Tensor, nn
 
-from ..modules.config import FILTERS, FocusStackConfig
 from ..modules.focus_stack import FocusStack
 from ..ops.iir import MODES
+from .arch import FocusModelConfig, fill_defaults, set_defaults, stack_field
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +38,8 @@ POOLINGS = ("mean", "last")
 
 
 @dataclass
-class FocusClassifierConfig(FocusStackConfig, FairseqDataclass):
-    focus_filter: ChoiceEnum(list(FILTERS)) = field(
-        default="adaptive", metadata={"help": "adaptive: Θ from the hypernetwork (Focus); static: learned Θ (Focus-H); ema: MEGA's EMA"}
-    )
-    iir_mode: ChoiceEnum(list(MODES)) = field(
-        default="paper",
-        metadata={"help": "paper: eq. 6 literally (circular per bin, looks ahead inside a bin; allowed here since "
-                          "the whole image is seen); causal: per-bin linear convolution; carry: exact IIR across bins"},
-    )
+class FocusClassifierConfig(FocusModelConfig):
+    iir_mode: ChoiceEnum(list(MODES)) = stack_field("iir_mode", default="paper")  # the whole image is the input
     pooling: ChoiceEnum(list(POOLINGS)) = field(
         default="mean", metadata={"help": "mean: average the features of all positions; last: the last position's"}
     )
@@ -107,16 +100,9 @@ class FocusClassifier(BaseFairseqModel):
 
 # ---- named architectures -------------------------------------------------------------------------
 
-def _set_default(args, name: str, value) -> None:
-    if getattr(args, name, None) is None:
-        setattr(args, name, value)
-
-
 def base_architecture(args) -> None:
     """Fill every field an arch left unset with the config's default."""
-    for f in fields(FocusClassifierConfig):
-        if not f.name.startswith("_"):
-            _set_default(args, f.name, f.default)
+    fill_defaults(args, FocusClassifierConfig)
 
 
 def _image_arch(args, filt: str, length: int) -> None:
@@ -127,15 +113,17 @@ def _image_arch(args, filt: str, length: int) -> None:
     NFFT = L/4, Table 6); one attention chunk spans the whole image (M = L), so no padding is needed
     (L is a multiple of both); the global conv kernel covers the whole image.
     """
-    _set_default(args, "focus_filter", filt)
-    _set_default(args, "decoder_layers", 6)
-    _set_default(args, "decoder_embed_dim", 512)
-    _set_default(args, "decoder_hidden_dim", 1024)
-    _set_default(args, "decoder_ffn_embed_dim", 512)
-    _set_default(args, "decoder_z_dim", 128)
-    _set_default(args, "bin_size", length // 4)
-    _set_default(args, "chunk_size", length)
-    _set_default(args, "hyper_kernel_size", length)
+    set_defaults(args, {
+        "focus_filter": filt,
+        "decoder_layers": 6,
+        "decoder_embed_dim": 512,
+        "decoder_hidden_dim": 1024,
+        "decoder_ffn_embed_dim": 512,
+        "decoder_z_dim": 128,
+        "bin_size": length // 4,
+        "chunk_size": length,
+        "hyper_kernel_size": length,
+    })
     base_architecture(args)
 
 

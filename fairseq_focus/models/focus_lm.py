@@ -8,32 +8,22 @@ circular cross-correlation that lets position t see inputs t+1… of its bin.
 """
 import logging
 import math
-from dataclasses import dataclass, field, fields
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
-import torch
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, register_model, register_model_architecture
 from omegaconf import II
 from torch import Tensor, nn
 
-from ..modules.config import FILTERS, FocusStackConfig
 from ..modules.focus_stack import FocusStack
-from ..ops.iir import CAUSAL_MODES, MODES
+from ..ops.iir import CAUSAL_MODES
+from .arch import FocusModelConfig, fill_defaults, set_defaults
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FocusLMConfig(FocusStackConfig, FairseqDataclass):
-    focus_filter: ChoiceEnum(list(FILTERS)) = field(
-        default="adaptive", metadata={"help": "adaptive: Θ from the hypernetwork (Focus); static: learned Θ (Focus-H); ema: MEGA's EMA"}
-    )
-    iir_mode: ChoiceEnum(list(MODES)) = field(
-        default="causal",
-        metadata={"help": "causal: per-bin linear convolution, state reset per bin; carry: exact IIR recursion "
-                          "across bins; paper: eq. 6 literally (circular, NOT causal: refused by a causal LM)"},
-    )
+class FocusLMConfig(FocusModelConfig):
     share_decoder_input_output_embed: bool = field(default=True, metadata={"help": "tie input and output embeddings"})
     no_scale_embedding: bool = field(default=False, metadata={"help": "do not multiply embeddings by √D"})
     max_target_positions: Optional[int] = II("task.tokens_per_sample")
@@ -112,10 +102,12 @@ class FocusDecoder(FairseqIncrementalDecoder):
                 raise ValueError(f"the decoding state has seen {seen} tokens; got a prefix of {prev_output_tokens.size(1)}")
             return self.forward_stream(prev_output_tokens[:, seen:], incremental_state, features_only=True), \
                 {"attn": [None], "inner_states": None}
-        padding_mask = prev_output_tokens.eq(self.padding_idx)
-        if not padding_mask.any():
-            padding_mask = None
-        return self.stack(self._embed(prev_output_tokens), padding_mask), {"attn": [None], "inner_states": None}
+        x = self.stack(self._embed(prev_output_tokens), self._padding_mask(prev_output_tokens))
+        return x, {"attn": [None], "inner_states": None}
+
+    def theta(self, tokens: Tensor) -> List[Tensor]:
+        """Θ (B, Nbins, D, F, 2) of every layer's IIR filter in the parallel forward over tokens (B, L)."""
+        return self.stack.theta(self._embed(tokens), self._padding_mask(tokens))
 
     def forward_stream(self, tokens: Tensor, incremental_state, features_only: bool = False) -> Tensor:
         """The next n tokens (B, n) of B streams -> logits (B, n, V) (or features), updating the state.
@@ -123,9 +115,14 @@ class FocusDecoder(FairseqIncrementalDecoder):
         Any cut of a stream into segments gives the same outputs as one parallel forward over it:
         this is what decoding (n = 1), prompting and streaming scoring (score_stream.py) run on.
         """
-        padding_mask = tokens.eq(self.padding_idx)  # beam search can hold dead hypotheses with pads
-        x = self.stack.forward_stream(self._embed(tokens), incremental_state, padding_mask if padding_mask.any() else None)
+        # beam search can hold dead hypotheses with pads
+        x = self.stack.forward_stream(self._embed(tokens), incremental_state, self._padding_mask(tokens))
         return x if features_only else self.output_layer(x)
+
+    def _padding_mask(self, tokens: Tensor) -> Optional[Tensor]:
+        """(B, L) bool, True at pads, or None when there are none."""
+        padding_mask = tokens.eq(self.padding_idx)
+        return padding_mask if padding_mask.any() else None
 
     def _embed(self, tokens: Tensor) -> Tensor:
         return self.embed_dropout(self.embed_scale * self.embed_tokens(tokens))  # (B, L, D)
@@ -143,29 +140,24 @@ class FocusDecoder(FairseqIncrementalDecoder):
 
 # ---- named architectures -------------------------------------------------------------------------
 
-def _set_default(args, name: str, value) -> None:
-    if getattr(args, name, None) is None:
-        setattr(args, name, value)
-
-
 def base_architecture(args) -> None:
     """Fill every field an arch left unset with the config's default."""
-    for f in fields(FocusLMConfig):
-        if not f.name.startswith("_") and f.name != "max_target_positions":
-            _set_default(args, f.name, f.default)
+    fill_defaults(args, FocusLMConfig, skip=("max_target_positions",))
 
 
 def _paper_lm(args, filt: str, layers: int, value_dim: int) -> None:
     """Paper §5.2: input dim 512, (FFN) hidden 1024; bins of 128, attention chunks of 1024."""
-    _set_default(args, "focus_filter", filt)
-    _set_default(args, "decoder_layers", layers)
-    _set_default(args, "decoder_embed_dim", 512)
-    _set_default(args, "decoder_hidden_dim", value_dim)
-    _set_default(args, "decoder_ffn_embed_dim", 1024)
-    _set_default(args, "decoder_z_dim", 128)
-    _set_default(args, "bin_size", 128)
-    _set_default(args, "chunk_size", 1024)
-    _set_default(args, "hyper_kernel_size", 2048)
+    set_defaults(args, {
+        "focus_filter": filt,
+        "decoder_layers": layers,
+        "decoder_embed_dim": 512,
+        "decoder_hidden_dim": value_dim,
+        "decoder_ffn_embed_dim": 1024,
+        "decoder_z_dim": 128,
+        "bin_size": 128,
+        "chunk_size": 1024,
+        "hyper_kernel_size": 2048,
+    })
     base_architecture(args)
 
 

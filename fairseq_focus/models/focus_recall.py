@@ -31,7 +31,8 @@ from fairseq.models import register_model_architecture
 from fairseq.models.transformer_lm import base_lm_architecture
 
 from ..data.associative_recall import input_length
-from .focus_lm import _set_default, base_architecture
+from .arch import set_defaults
+from .focus_lm import base_architecture
 
 WIDTH = 64
 LAYERS = 2
@@ -53,18 +54,20 @@ def _needs_seq_len(args, name: str) -> int:
 
 def _focus_recall(args, name: str, filt: str) -> None:
     seq_len = _needs_seq_len(args, name)
-    _set_default(args, "focus_filter", filt)
-    _set_default(args, "decoder_layers", LAYERS)
-    _set_default(args, "decoder_embed_dim", WIDTH)
-    _set_default(args, "decoder_hidden_dim", 2 * WIDTH)
-    _set_default(args, "decoder_ffn_embed_dim", 2 * WIDTH)
-    _set_default(args, "decoder_z_dim", WIDTH // 2)
-    _set_default(args, "num_filters", 1)
-    _set_default(args, "chunk_size", CHUNK)
-    _set_default(args, "oversampling", 4)
+    set_defaults(args, {
+        "focus_filter": filt,
+        "decoder_layers": LAYERS,
+        "decoder_embed_dim": WIDTH,
+        "decoder_hidden_dim": 2 * WIDTH,
+        "decoder_ffn_embed_dim": 2 * WIDTH,
+        "decoder_z_dim": WIDTH // 2,
+        "num_filters": 1,
+        "chunk_size": CHUNK,
+        "oversampling": 4,
+    })
     if seq_len is not None:
-        _set_default(args, "bin_size", recall_bin_size(seq_len, args.oversampling))
-        _set_default(args, "hyper_kernel_size", input_length(seq_len))
+        set_defaults(args, {"bin_size": recall_bin_size(seq_len, args.oversampling),
+                            "hyper_kernel_size": input_length(seq_len)})
     base_architecture(args)
 
 
@@ -78,11 +81,13 @@ register_model_architecture("focus_lm", "focus_recall_ema")(lambda args: _focus_
 def focus_recall_transformer(args) -> None:
     """fairseq's stock decoder, as narrow as the Focus models: every width is set, else the input
     and output projections stay at fairseq's 512."""
-    _set_default(args, "decoder_layers", LAYERS)
-    _set_default(args, "decoder_embed_dim", WIDTH)
-    _set_default(args, "decoder_input_dim", WIDTH)
-    _set_default(args, "decoder_output_dim", WIDTH)
-    _set_default(args, "decoder_ffn_embed_dim", 4 * WIDTH)
-    _set_default(args, "decoder_attention_heads", 1)
-    _set_default(args, "share_decoder_input_output_embed", True)
+    set_defaults(args, {
+        "decoder_layers": LAYERS,
+        "decoder_embed_dim": WIDTH,
+        "decoder_input_dim": WIDTH,
+        "decoder_output_dim": WIDTH,
+        "decoder_ffn_embed_dim": 4 * WIDTH,
+        "decoder_attention_heads": 1,
+        "share_decoder_input_output_embed": True,
+    })
     base_lm_architecture(args)

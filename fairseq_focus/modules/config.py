@@ -22,7 +22,8 @@ class FocusStackConfig:
     iir_mode: str = field(
         default="causal",
         metadata={"help": "causal: per-bin linear convolution, state reset per bin; carry: exact IIR recursion "
-                          "across bins; paper: eq. 6 literally (circular, NOT causal)"},
+                          "across bins; paper: eq. 6 literally (circular per bin, looks ahead inside a bin: NOT "
+                          "causal, refused by causal LMs; for whole-sequence classification)"},
     )
     num_filters: int = field(default=1, metadata={"help": "F: order-2 filters per channel, summed (eq. 7)"})
     bin_size: int = field(default=64, metadata={"help": "R: time-bin length; Θ is constant in a bin (NFFT in paper mode)"})

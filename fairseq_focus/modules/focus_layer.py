@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.chunked_attention import attention_in_chunk, chunked_attention
-from ..ops.segments import split_at_boundaries
+from ..ops.chunked_attention import ChunkCache, chunked_attention, chunked_attention_segment
 from .normalized_ffn import NormalizedFFN
 from .streaming import IncrementalState, StreamingModule
 
@@ -47,24 +46,23 @@ class FocusGatedAttention(StreamingModule):
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor, hyper: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
-        residual = x
-        if self.prenorm:
-            x = self.norm(x)
-        x_f = self.dropout(self.filter(x.transpose(1, 2), hyper).transpose(1, 2))  # (B, L, D)
+    def filter_input(self, x: Tensor) -> Tensor:
+        """What the filter (and Q) sees: the block input, normed in a pre-norm block."""
+        return self.norm(x) if self.prenorm else x
+
+    def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
+        residual, x = x, self.filter_input(x)
+        x_f = self.dropout(self.filter(x, e))  # (B, L, D)
         q, k, v = self._qkv(x, x_f)
         p = self.attention_dropout if self.training else 0.0
-        y = chunked_attention(q, k, v, self.rel_pos_bias, self.chunk_size, key_padding_mask, p)
+        y = chunked_attention(q, k, v, self.rel_pos_bias, self.chunk_size, padding_mask, p)
         return self._gate(residual, x_f, y)
 
-    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
                        padding_mask: Optional[Tensor] = None) -> Tensor:
         """The same map for n new positions (B, n, D) of a stream at pos …, with cached state."""
-        residual = x
-        if self.prenorm:
-            x = self.norm(x)
-        x_f = self.filter.forward_stream(x.transpose(1, 2), hyper, pos, incremental_state).transpose(1, 2)
-        x_f = self.dropout(x_f)
+        residual, x = x, self.filter_input(x)
+        x_f = self.dropout(self.filter.forward_stream(x, e, pos, incremental_state))  # (B, n, D)
         q, k, v = self._qkv(x, x_f)
         y = self._attend_stream(q, k, v, pos, incremental_state, padding_mask)
         return self._gate(residual, x_f, y)
@@ -85,29 +83,12 @@ class FocusGatedAttention(StreamingModule):
 
     def _attend_stream(self, q: Tensor, k: Tensor, v: Tensor, pos: int, incremental_state: IncrementalState,
                        padding_mask: Optional[Tensor]) -> Tensor:
-        """Chunked causal attention for positions pos … pos+n−1 with the current chunk's KV cache."""
-        m, (bsz, n) = self.chunk_size, q.shape[:2]
-        cache = self.get_cache(incremental_state)
-        cached = cache.get("k")
-        offset = 0 if cached is None else cached.size(1)  # keys of the chunk in progress
-        if offset != pos % m:
-            raise RuntimeError(f"attention cache holds {offset} keys at position {pos} (chunk {m})")
-        pads = q.new_zeros(bsz, n, dtype=torch.bool) if padding_mask is None else padding_mask
-        if cached is not None:  # cache first: (B, offset + n, ·)
-            k, v, pads = torch.cat([cached, k], 1), torch.cat([cache["v"], v], 1), torch.cat([cache["pad"], pads], 1)
-        head, middle, tail = split_at_boundaries(pos, n, m)
-        parts = [(0, offset + head, head)] if head else []  # (first key, end, queries): finish a chunk
-        parts += [(offset + head + start, offset + head + start + m, m) for start in range(0, middle, m)]
-        parts += [(offset + n - tail, offset + n, tail)] if tail else []  # open a new chunk
-        outputs = []
-        for first, end, nq in parts:
-            kpm = pads[:, first:end] if pads[:, first:end].any() else None
-            outputs.append(attention_in_chunk(q[:, end - offset - nq:end - offset], k[:, first:end], v[:, first:end],
-                                              self.rel_pos_bias, m, kpm))
-        keep = (pos + n) % m
-        start = offset + n - keep
-        self.set_cache(incremental_state, {"k": k[:, start:], "v": v[:, start:], "pad": pads[:, start:]})
-        return torch.cat(outputs, dim=1)
+        """Chunked causal attention for positions pos … pos+n−1, with the current chunk's KV cache."""
+        saved = self.get_cache(incremental_state)
+        cache = ChunkCache(saved["k"], saved["v"], saved["pad"]) if saved.get("k") is not None else None
+        y, cache = chunked_attention_segment(q, k, v, self.rel_pos_bias, self.chunk_size, pos, cache, padding_mask)
+        self.set_cache(incremental_state, {"k": cache.k, "v": cache.v, "pad": cache.padding_mask})
+        return y
 
 
 class FocusBlock(nn.Module):
@@ -122,9 +103,9 @@ class FocusBlock(nn.Module):
         )
         self.ffn = NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout, cfg.normalize_before)
 
-    def forward(self, x: Tensor, hyper: Optional[Tensor], key_padding_mask: Optional[Tensor]) -> Tensor:
-        return self.ffn(self.attn(x, hyper, key_padding_mask))
+    def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
+        return self.ffn(self.attn(x, e, padding_mask))
 
-    def forward_stream(self, x: Tensor, hyper: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
                        padding_mask: Optional[Tensor] = None) -> Tensor:
-        return self.ffn(self.attn.forward_stream(x, hyper, pos, incremental_state, padding_mask))
+        return self.ffn(self.attn.forward_stream(x, e, pos, incremental_state, padding_mask))

@@ -13,7 +13,7 @@ streams — one token while decoding, a prompt, or a segment of a long file — 
 output equals the parallel forward's on the whole stream, whatever the cut points.
 """
 import math
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from .config import validate
 from .focus_layer import FocusBlock
-from .global_filter import build_filter
-from .hypernetwork import GlobalHyperConv
+from .global_filter import IIRFilter, build_filter, rename_prefix
+from .hypernetwork import HyperEncoder
 from .streaming import IncrementalState, StreamingModule
 
 
@@ -33,34 +33,52 @@ class FocusStack(StreamingModule):
         adaptive = cfg.focus_filter == "adaptive"
         self.bin_size = cfg.bin_size if cfg.focus_filter != "ema" else 1
         self.multiple = math.lcm(self.bin_size, cfg.chunk_size)
-        self.shared_hyper = self._global(cfg) if adaptive and cfg.share_hypernet else None
+        self.shared_encoder = self._encoder(cfg) if adaptive and cfg.share_hypernet else None
         own = adaptive and not cfg.share_hypernet
         self.blocks = nn.ModuleList(
-            [FocusBlock(cfg, build_filter(cfg, self._global(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
+            [FocusBlock(cfg, build_filter(cfg, self._encoder(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
         )
         dim = cfg.decoder_embed_dim
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=not cfg.no_affine_final_norm) if cfg.normalize_before else None
 
     @staticmethod
-    def _global(cfg) -> GlobalHyperConv:
-        return GlobalHyperConv(cfg.decoder_embed_dim, cfg.hyper_kernel_size, cfg.bin_size, cfg.oversampling,
+    def _encoder(cfg) -> HyperEncoder:
+        return HyperEncoder(cfg.decoder_embed_dim, cfg.hyper_kernel_size, cfg.bin_size, cfg.oversampling,
                                cfg.hyper_squash, cfg.hyper_smooth)
 
-    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
-        length = x.size(1)
-        pad = (-length) % self.multiple
+    def _pad(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Zero the pads and right-pad (B, L, D) to (B, L + pad, D), a whole number of bins and chunks."""
+        pad = (-x.size(1)) % self.multiple
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         if pad:
             x = F.pad(x, (0, 0, 0, pad))  # (B, L + pad, D)
             if padding_mask is not None:
                 padding_mask = F.pad(padding_mask, (0, pad), value=True)
-        hyper = self.shared_hyper(x.transpose(1, 2)) if self.shared_hyper is not None else None
+        return x, padding_mask
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        length = x.size(1)
+        x, padding_mask = self._pad(x, padding_mask)
+        e = self.shared_encoder(x) if self.shared_encoder is not None else None  # (B, Nbins, D, O)
         for block in self.blocks:
-            x = block(x, hyper, padding_mask)
+            x = block(x, e, padding_mask)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x[:, :length]
+
+    def theta(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> List[Tensor]:
+        """Θ (B, Nbins, D, F, 2) each layer's IIR filter applies in :meth:`forward` of x (B, L, D);
+        Nbins counts the bins of the padded sequence. Raises for a stack of EMA filters."""
+        if not all(isinstance(block.attn.filter, IIRFilter) for block in self.blocks):
+            raise ValueError("Θ needs IIR filters (--focus-filter adaptive or static); this model uses the EMA")
+        x, padding_mask = self._pad(x, padding_mask)
+        e = self.shared_encoder(x) if self.shared_encoder is not None else None
+        thetas = []
+        for block in self.blocks:
+            thetas.append(block.attn.filter.theta(block.attn.filter_input(x), e))
+            x = block(x, e, padding_mask)
+        return thetas
 
     def position(self, incremental_state: Optional[IncrementalState]) -> int:
         """How many positions of the streams ``incremental_state`` has seen (0 when empty or None)."""
@@ -76,12 +94,16 @@ class FocusStack(StreamingModule):
         pos = self.position(incremental_state)
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        hyper = None
-        if self.shared_hyper is not None:
-            hyper = self.shared_hyper.forward_stream(x.transpose(1, 2), pos, incremental_state)  # (B, T, D, O)
+        e = None
+        if self.shared_encoder is not None:
+            e = self.shared_encoder.forward_stream(x, pos, incremental_state)  # (B, T, D, O)
         for block in self.blocks:
-            x = block.forward_stream(x, hyper, pos, incremental_state, padding_mask)
+            x = block.forward_stream(x, e, pos, incremental_state, padding_mask)
         if self.final_norm is not None:
             x = self.final_norm(x)
         self.set_incremental_state(incremental_state, "position", {"pos": torch.tensor(pos + x.size(1))})
         return x
+
+    def upgrade_state_dict_named(self, state_dict, name: str) -> None:
+        """Checkpoints from before the rename kept the shared encoder under ``shared_hyper``."""
+        rename_prefix(state_dict, f"{name}.shared_hyper.", f"{name}.shared_encoder.")

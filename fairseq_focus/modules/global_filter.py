@@ -1,18 +1,26 @@
-"""The global filter in front of the attention: x (B, D, L) -> x_f (B, D, L), three variants.
+"""The global filter in front of the attention: x (B, L, D) -> x_f (B, L, D), three variants.
 
 * :class:`AdaptiveIIRFilter` (Focus): Θ from the hypernetwork, per bin (paper eq. 1-8).
 * :class:`StaticIIRFilter` (Focus-H, the paper's ablation): Θ = sigmoid(learned logits), the same
   for every bin and input.
 * :class:`EMAFilter` (MEGA): the multi-head damped EMA, silu(EMA(x) + ω·x) as in MEGA.
 
-All three share ``forward(x, hyper)``: ``hyper`` is the shared global hypernetwork embedding
-e (B, Nbins, D, O) or None (then an adaptive filter computes its own from x; the others ignore it).
-L must be a whole number of bins; the stack pads.
+The two IIR filters share :class:`IIRFilter`, which owns the filtering (parallel and streaming);
+a subclass only says how Θ is computed:
 
-Streaming: ``forward_stream(x, e_before, pos, incremental_state)`` continues the filter over n new
-samples at positions pos … pos+n−1 (any n, any pos), keeping the recursion state (B, D, F, 2) —
-or the EMA state (B, D, N) — in ``incremental_state``; ``e_before`` (B, T, D, O) is the shared
-hypernetwork's embedding of the bin before each of the T bins the samples touch, or None.
+* ``theta(x, e)`` -> Θ (B, Nbins, D, F, 2) for the parallel path, already shifted by one bin;
+* ``theta_stream(x, e, pos, incremental_state)`` -> Θ (B, T, D, F, 2) of the T bins that the n
+  samples at positions pos … pos+n−1 touch.
+
+Every filter has ``forward(x, e)`` and ``forward_stream(x, e, pos, incremental_state)``. ``e`` is the
+hypernetwork encoder's embedding (:class:`~.hypernetwork.HyperEncoder`) when the model shares one
+encoder across layers, else None (an adaptive filter then runs its own encoder; the others ignore
+it): in the parallel path e (B, Nbins, D, O) of every bin; in streaming e (B, T, D, O) of the bin
+*before* each of the T bins touched. L must be a whole number of bins; the stack pads.
+
+Layout: batch first, x (B, L, D), at the module boundary; the ops are channels first (B, D, L), so
+each filter transposes once, right at the op call. Streaming keeps the recursion state (B, D, F, 2)
+— or the EMA state (B, D, N) — in ``incremental_state``.
 """
 from typing import Optional
 
@@ -23,76 +31,89 @@ from torch import Tensor, nn
 from ..ops.ema import ema_filter, ema_filter_stream
 from ..ops.iir import iir_filter, iir_filter_segment
 from ..ops.segments import blocks_touched
-from .hypernetwork import GlobalHyperConv, LocalHyperMLP
+from .hypernetwork import HyperEncoder, LocalHyperMLP
 from .streaming import IncrementalState, StreamingModule
 
 
-class _IIRStreaming(StreamingModule):
-    """The recursion-state bookkeeping shared by the adaptive and static IIR filters."""
+class IIRFilter(StreamingModule):
+    """Order-2 IIR filter banks with per-bin Θ (ops/iir.py); subclasses define Θ."""
 
-    mode: str
-    bin_size: Optional[int]
-
-    def stream_coefficients(self, x: Tensor, e_before: Optional[Tensor], pos: int,
-                            incremental_state: IncrementalState) -> Tensor:
-        raise NotImplementedError
-
-    def forward_stream(self, x: Tensor, e_before: Optional[Tensor], pos: int,
-                       incremental_state: IncrementalState) -> Tensor:
-        if self.bin_size is None:
-            raise ValueError(f"{type(self).__name__} was built without a bin size, so it cannot stream")
-        theta = self.stream_coefficients(x, e_before, pos, incremental_state)  # (B, T, D, F, 2)
-        state = self.get_cache(incremental_state).get("state")
-        y, state = iir_filter_segment(x, theta, pos % self.bin_size, self.bin_size, self.mode, state)
-        self.set_cache(incremental_state, {"state": state})
-        return y
-
-
-class AdaptiveIIRFilter(_IIRStreaming):
-    def __init__(self, dim: int, num_filters: int, oversampling: int, hidden: int, mode: str,
-                 own_global: Optional[GlobalHyperConv], bin_size: Optional[int] = None):
-        super().__init__()
-        self.mode = mode
-        self.bin_size = bin_size if bin_size is not None or own_global is None else own_global.bin_size
-        self.local = LocalHyperMLP(dim, oversampling, hidden, num_filters)
-        self.own_global = own_global  # None when the model shares one global part
-
-    def coefficients(self, x: Tensor, hyper: Optional[Tensor]) -> Tensor:
-        """Θ (B, Nbins, D, F, 2), already shifted by one bin."""
-        e = self.own_global(x) if self.own_global is not None else hyper
-        if e is None:
-            raise ValueError("an adaptive filter without its own global hypernetwork needs the shared embedding")
-        return self.local(e)
-
-    def forward(self, x: Tensor, hyper: Optional[Tensor]) -> Tensor:
-        return iir_filter(x, self.coefficients(x, hyper), self.mode)
-
-    def stream_coefficients(self, x: Tensor, e_before: Optional[Tensor], pos: int,
-                            incremental_state: IncrementalState) -> Tensor:
-        if self.own_global is not None:
-            e_before = self.own_global.forward_stream(x, pos, incremental_state)
-        if e_before is None:
-            raise ValueError("an adaptive filter without its own global hypernetwork needs the shared embedding")
-        return self.local.for_bins(e_before, pos // self.bin_size)
-
-
-class StaticIIRFilter(_IIRStreaming):
-    def __init__(self, dim: int, num_filters: int, bin_size: int, mode: str):
+    def __init__(self, mode: str, bin_size: Optional[int]):
         super().__init__()
         self.mode, self.bin_size = mode, bin_size
+
+    def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        """x (B, L, D), e (B, Nbins, D, O) or None -> Θ (B, Nbins, D, F, 2), shifted by one bin."""
+        raise NotImplementedError
+
+    def theta_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        """x (B, n, D) at positions pos …, e (B, T, D, O) or None -> Θ (B, T, D, F, 2) of the T bins touched."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        y = iir_filter(x.transpose(1, 2), self.theta(x, e), self.mode)  # op on (B, D, L)
+        return y.transpose(1, 2)  # (B, L, D)
+
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        if self.bin_size is None:
+            raise ValueError(f"{type(self).__name__} was built without a bin size, so it cannot stream")
+        theta = self.theta_stream(x, e, pos, incremental_state)  # (B, T, D, F, 2)
+        state = self.get_cache(incremental_state).get("state")
+        y, state = iir_filter_segment(x.transpose(1, 2), theta, pos % self.bin_size, self.bin_size, self.mode, state)
+        self.set_cache(incremental_state, {"state": state})
+        return y.transpose(1, 2)  # (B, n, D)
+
+
+class AdaptiveIIRFilter(IIRFilter):
+    """Θ = H_local(e) (eq. 3), e from the shared encoder or, when ``own_encoder`` is given, its own."""
+
+    def __init__(self, dim: int, num_filters: int, oversampling: int, hidden: int, mode: str,
+                 own_encoder: Optional[HyperEncoder], bin_size: Optional[int] = None):
+        super().__init__(mode, bin_size if bin_size is not None or own_encoder is None else own_encoder.bin_size)
+        self.local = LocalHyperMLP(dim, oversampling, hidden, num_filters)
+        self.own_encoder = own_encoder  # None when the model shares one encoder
+
+    def _embedding(self, e: Optional[Tensor]) -> Tensor:
+        if e is None:
+            raise ValueError("an adaptive filter without its own hypernetwork encoder needs the shared embedding e")
+        return e
+
+    def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        if self.own_encoder is not None:
+            e = self.own_encoder(x)
+        return self.local(self._embedding(e))
+
+    def theta_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        if self.own_encoder is not None:
+            e = self.own_encoder.forward_stream(x, pos, incremental_state)
+        return self.local.for_bins(self._embedding(e), pos // self.bin_size)
+
+    def upgrade_state_dict_named(self, state_dict, name: str) -> None:
+        """Checkpoints from before the rename kept the per-layer encoder under ``own_global``."""
+        rename_prefix(state_dict, f"{name}.own_global.", f"{name}.own_encoder.")
+
+
+class StaticIIRFilter(IIRFilter):
+    """Θ = sigmoid(learned logits) (D, F, 2), the same for every bin and input."""
+
+    def __init__(self, dim: int, num_filters: int, bin_size: int, mode: str):
+        super().__init__(mode, bin_size)
         self.logits = nn.Parameter(torch.empty(dim, num_filters, 2).uniform_(-1.0, 1.0))
 
-    def coefficients(self, x: Tensor, hyper: Optional[Tensor]) -> Tensor:
-        nbins = x.size(-1) // self.bin_size
-        return torch.sigmoid(self.logits).expand(x.size(0), nbins, -1, -1, -1)
+    def _for(self, bsz: int, nbins: int) -> Tensor:
+        return torch.sigmoid(self.logits).expand(bsz, nbins, -1, -1, -1)  # (B, Nbins, D, F, 2)
 
-    def forward(self, x: Tensor, hyper: Optional[Tensor]) -> Tensor:
-        return iir_filter(x, self.coefficients(x, hyper), self.mode)
+    def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        return self._for(x.size(0), x.size(1) // self.bin_size)
 
-    def stream_coefficients(self, x: Tensor, e_before: Optional[Tensor], pos: int,
-                            incremental_state: IncrementalState) -> Tensor:
-        nbins = blocks_touched(pos, x.size(-1), self.bin_size)
-        return torch.sigmoid(self.logits).expand(x.size(0), nbins, -1, -1, -1)
+    def theta_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        return self._for(x.size(0), blocks_touched(pos, x.size(1), self.bin_size))
+
+
+def rename_prefix(state_dict, old: str, new: str) -> None:
+    """Move every key starting with ``old`` to ``new`` (in place): loading checkpoints across a rename."""
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[new + key[len(old):]] = state_dict.pop(key)
 
 
 class EMAFilter(StreamingModule):
@@ -115,22 +136,23 @@ class EMAFilter(StreamingModule):
         q = 1.0 - p * torch.sigmoid(self.alpha)
         return p, q, self.beta, self.gamma * self.scale
 
-    def forward(self, x: Tensor, hyper: Optional[Tensor]) -> Tensor:
-        y = ema_filter(x, *self.coefficients())
-        return F.silu(y + self.omega.unsqueeze(-1) * x)
+    def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        """x (B, L, D) -> (B, L, D); e is ignored."""
+        y = ema_filter(x.transpose(1, 2), *self.coefficients()).transpose(1, 2)  # op on (B, D, L)
+        return F.silu(y + self.omega * x)
 
-    def forward_stream(self, x: Tensor, e_before: Optional[Tensor], pos: int,
-                       incremental_state: IncrementalState) -> Tensor:
-        y, state = ema_filter_stream(x, *self.coefficients(), self.get_cache(incremental_state).get("state"))
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        state = self.get_cache(incremental_state).get("state")
+        y, state = ema_filter_stream(x.transpose(1, 2), *self.coefficients(), state)  # op on (B, D, n)
         self.set_cache(incremental_state, {"state": state})
-        return F.silu(y + self.omega.unsqueeze(-1) * x)
+        return F.silu(y.transpose(1, 2) + self.omega * x)  # (B, n, D)
 
 
-def build_filter(cfg, own_global: Optional[GlobalHyperConv]) -> nn.Module:
+def build_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
     """The variant named by ``cfg.focus_filter``, with the stack's hyperparameters."""
     dim = cfg.decoder_embed_dim
     if cfg.focus_filter == "adaptive":
-        return AdaptiveIIRFilter(dim, cfg.num_filters, cfg.oversampling, cfg.hyper_hidden_dim, cfg.iir_mode, own_global,
+        return AdaptiveIIRFilter(dim, cfg.num_filters, cfg.oversampling, cfg.hyper_hidden_dim, cfg.iir_mode, own_encoder,
                                  bin_size=cfg.bin_size)
     if cfg.focus_filter == "static":
         return StaticIIRFilter(dim, cfg.num_filters, cfg.bin_size, cfg.iir_mode)

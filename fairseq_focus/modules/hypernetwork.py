@@ -1,6 +1,6 @@
 """The hypernetwork H that turns the input into IIR coefficients Θ (paper eq. 1-3).
 
-* :class:`GlobalHyperConv` — H_global (eq. 2): a regularized causal long convolution per channel
+* :class:`HyperEncoder` — H_global (eq. 2), the hypernetwork's encoder: a regularized causal long convolution per channel
   (Fu et al. 2023), then max pooling *inside each time bin* of R samples down to O values, so no
   pooling window straddles a bin boundary. Shareable by all layers of a model.
 * :class:`LocalHyperMLP` — H_local (eq. 3), one per layer: a 2-layer MLP O -> hidden -> 2F with
@@ -12,7 +12,8 @@ Init: Xavier (Glorot & Bengio 2010) for the first layer; the last layer follows 
 rule of Chang et al. 2020, Var(W) = 1 / (fan_in_hyper · fan_in_target), where the target of each
 generated coefficient pair is an order-2 recursion with fan-in 2.
 
-Shapes: x (B, D, L) -> e (B, Nbins, D, O) -> Θ (B, Nbins, D, F, 2).
+Shapes (batch first at the module boundary, like every module): x (B, L, D) -> e (B, Nbins, D, O)
+-> Θ (B, Nbins, D, F, 2). The encoder turns x channels first (B, D, L) once, at the convolution op.
 
 Streaming (decoding): the convolution continues from the last K−1 inputs; the conv outputs of the
 bin in progress are kept until it completes, then pooled exactly as in the parallel path; the
@@ -29,7 +30,9 @@ from ..ops.segments import blocks_touched
 from .streaming import IncrementalState, StreamingModule
 
 
-class GlobalHyperConv(StreamingModule):
+class HyperEncoder(StreamingModule):
+    """H_global: x (B, L, D) -> e (B, Nbins, D, O), the embedding every bin's Θ is computed from."""
+
     def __init__(self, dim: int, kernel_size: int, bin_size: int, oversampling: int,
                  squash_lambda: float, smooth_width: int):
         super().__init__()
@@ -59,14 +62,16 @@ class GlobalHyperConv(StreamingModule):
         return e.view(bsz, dim, nbins, self.oversampling).transpose(1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(causal_conv(x, self.regularized_kernel()))  # (B, Nbins, D, O)
+        """x (B, L, D) -> e (B, Nbins, D, O)."""
+        return self.pool(causal_conv(x.transpose(1, 2), self.regularized_kernel()))  # conv on (B, D, L)
 
     def forward_stream(self, x: Tensor, pos: int, incremental_state: IncrementalState) -> Tensor:
-        """x (B, D, n) at stream positions pos … pos+n−1 -> e_before (B, T, D, O).
+        """x (B, n, D) at stream positions pos … pos+n−1 -> e (B, T, D, O).
 
         For each of the T bins those positions touch, the embedding of the bin *before* it (what
         its Θ is computed from; zeros before bin 0, whose Θ is the learned default anyway).
         """
+        x = x.transpose(1, 2)  # (B, D, n): the convolution op is channels first
         bsz, dim, n = x.shape
         cache = self.get_cache(incremental_state)
         history = cache.get("inputs")
@@ -108,12 +113,12 @@ class LocalHyperMLP(nn.Module):
     def first_bin(self, bsz: int) -> Tensor:
         return torch.sigmoid(self.first_bin_logits).expand(bsz, 1, -1, -1, -1)
 
-    def for_bins(self, e_before: Tensor, first_bin: int) -> Tensor:
-        """Θ of T consecutive bins from bin ``first_bin`` on, given the embedding of the bin before
+    def for_bins(self, e: Tensor, first_bin: int) -> Tensor:
+        """Θ of T consecutive bins from bin ``first_bin`` on, given the embedding e of the bin before
         each one: (B, T, D, O) -> (B, T, D, F, 2); bin 0 takes the learned default (streaming)."""
-        theta = self.unshifted(e_before)
+        theta = self.unshifted(e)
         if first_bin == 0:
-            theta = torch.cat([self.first_bin(e_before.size(0)).to(theta.dtype), theta[:, 1:]], dim=1)
+            theta = torch.cat([self.first_bin(e.size(0)).to(theta.dtype), theta[:, 1:]], dim=1)
         return theta
 
     def forward(self, e: Tensor) -> Tensor:

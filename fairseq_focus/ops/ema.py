@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .long_conv import causal_conv
+from .precision import compute_dtype
 
 
 def ema_kernel(p: Tensor, q: Tensor, beta: Tensor, gamma: Tensor, length: int) -> Tensor:
@@ -29,7 +30,7 @@ def ema_filter(x: Tensor, p: Tensor, q: Tensor, beta: Tensor, gamma: Tensor, ret
     """Fast path: the EMA as an FFT convolution; optionally also the final per-dimension state.
     The kernel is built in fp32 (fp64 stays fp64) even when the parameters are half precision."""
     length = x.size(-1)
-    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(p)
     p, q, beta, gamma = (t.to(dtype) for t in (p, q, beta, gamma))
     y = causal_conv(x, ema_kernel(p, q, beta, gamma, length))
     if not return_state:

@@ -42,18 +42,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .fft_conv import fft_causal_conv
+from .precision import compute_dtype, no_autocast
 from .segments import split_at_boundaries
 
 MODES = ("causal", "carry", "paper")
 CAUSAL_MODES = ("causal", "carry")
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """Filter math runs in fp32 (fp64 stays fp64), whatever autocast or the input says."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _check(x: Tensor, theta: Tensor, mode: str) -> int:
+def _check(x: Tensor, theta: Tensor, mode: str, state: Optional[Tensor] = None, return_state: bool = False) -> int:
+    """Validate the arguments of :func:`iir_filter` / :func:`iir_filter_ref`; returns the bin length R."""
     if mode not in MODES:
         raise ValueError(f"iir mode must be one of {MODES}, got {mode!r}")
     if x.dim() != 3 or theta.dim() != 5 or theta.size(-1) != 2:
@@ -64,6 +61,10 @@ def _check(x: Tensor, theta: Tensor, mode: str) -> int:
         raise ValueError(f"theta {tuple(theta.shape)} does not match x {tuple(x.shape)}")
     if length % nbins != 0:
         raise ValueError(f"sequence length {length} is not a multiple of Nbins={nbins}; pad x to whole bins first")
+    if state is not None and mode != "carry":
+        raise ValueError("an initial state only makes sense in 'carry' mode")
+    if return_state and mode == "paper":
+        raise ValueError("'paper' mode has no recurrent state")
     return length // nbins
 
 
@@ -163,13 +164,41 @@ def _paper_filter(xb: Tensor, theta: Tensor) -> Tensor:
     return torch.fft.irfft(torch.fft.rfft(xb) * folded, n=r)  # eq. 8
 
 
-def iir_filter(
-    x: Tensor,
-    theta: Tensor,
-    mode: str = "causal",
-    state: Optional[Tensor] = None,
-    return_state: bool = False,
-):
+def _zero_state_ends(xb: Tensor, h_f: Tensor) -> Tensor:
+    """Each bin's end state from a zero start: Σ_k A^{R−1−k} e₁ x[k] = Σ_k (h[R−1−k], h[R−2−k]) x[k].
+
+    xb (B, D, Nbins, R), h_f (B, Nbins, D, F, R) -> (B, Nbins, D, F, 2).
+    """
+    h_prev = F.pad(h_f, (1, 0))[..., :-1]  # h[t−1], with h[−1] = 0
+    kernel = torch.stack([h_f, h_prev], dim=-1).flip(-2)  # (B, Nbins, D, F, R, 2), time reversed
+    return torch.einsum("bdnr,bndfrc->bndfc", xb, kernel)
+
+
+def _carry_across_bins(y: Tensor, rows: Tensor, ends: Tensor, state: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Add to the zero-state output y (B, D, Nbins, R) each bin's free response to the state the
+    earlier bins (and ``state``) leave: s_i = A_i^R s_{i−1} + ends_i by a scan over bins, then
+    y[t] += e₁ᵀA^{t+1} s_{i−1}. rows (B, Nbins, D, F, R+1, 2) = e₁ᵀAᵗ; returns (y, final state)."""
+    r = rows.size(-2) - 1
+    trans = torch.stack([rows[..., r, :], rows[..., r - 1, :]], dim=-2)  # A^R: (B, Nbins, D, F, 2, 2)
+    if state is not None:  # fold the initial state into bin 0's end state
+        first = ends[:, 0] + (trans[:, 0] @ state.unsqueeze(-1)).squeeze(-1)
+        ends = torch.cat([first.unsqueeze(1), ends[:, 1:]], dim=1)
+    # bins next to the (2,)/(2, 2) axes: (B, D, F, Nbins, ...)
+    ends = _linear_scan(trans.permute(0, 2, 3, 1, 4, 5), ends.permute(0, 2, 3, 1, 4))
+    starts = F.pad(ends[..., :-1, :], (0, 0, 1, 0))  # state entering each bin, (B, D, F, Nbins, 2)
+    if state is not None:
+        starts = torch.cat([state.unsqueeze(-2), starts[..., 1:, :]], dim=-2)
+    return y + torch.einsum("bndfrc,bdfnc->bdnr", rows[..., 1:, :], starts), ends[..., -1, :]
+
+
+def _bank_output(xb: Tensor, h_f: Tensor) -> Tensor:
+    """Zero-state output per bin: xb (B, D, Nbins, R) ∗ Σ_F h_f (B, Nbins, D, F, R) -> (B, D, Nbins, R)."""
+    h = h_f.sum(dim=3).permute(0, 2, 1, 3)  # F folded before the FFT: (B, D, Nbins, R)
+    return _bin_convolve(xb, h)
+
+
+def iir_filter(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[Tensor] = None,
+               return_state: bool = False):
     """Filter x with per-bin order-2 IIR filter banks (fast, parallel path).
 
     Args:
@@ -182,56 +211,22 @@ def iir_filter(
     Returns:
         y (B, D, L) in x's dtype, or (y, final_state) when ``return_state``.
     """
-    r = _check(x, theta, mode)
-    if state is not None and mode != "carry":
-        raise ValueError("an initial state only makes sense in 'carry' mode")
-    if return_state and mode == "paper":
-        raise ValueError("'paper' mode has no recurrent state")
-    out_dtype = x.dtype
-    dtype = _compute_dtype(x)
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        x, theta = x.to(dtype), theta.to(dtype)
-        bsz, dim, length = x.shape
-        nbins = theta.size(1)
-        xb = x.view(bsz, dim, nbins, r)  # (B, D, Nbins, R)
+    r = _check(x, theta, mode, state, return_state)
+    dtype = compute_dtype(x)
+    with no_autocast(x):
+        xb, theta = x.to(dtype).view(*x.shape[:2], -1, r), theta.to(dtype)  # (B, D, Nbins, R)
         if mode == "paper":
-            return _paper_filter(xb, theta).reshape(bsz, dim, length).to(out_dtype)
-
-        need_states = mode == "carry" or return_state
-        if need_states:
-            rows = companion_rows(theta, r + 1)  # (B, Nbins, D, F, R+1, 2)
-            h_f = rows[..., :r, 0]  # per-filter impulse responses, (B, Nbins, D, F, R)
-        else:
-            h_f = companion_rows(theta, r, impulse_only=True)
-        h = h_f.sum(dim=3).permute(0, 2, 1, 3)  # F folded before the FFT: (B, D, Nbins, R)
-        y = _bin_convolve(xb, h)
-        if need_states:
-            # zero-state end-of-bin state per filter: Σ_k A^{R−1−k} e₁ x[k] = Σ_k (h[R−1−k], h[R−2−k]) x[k]
-            h_prev = F.pad(h_f, (1, 0))[..., :r]  # h[t−1], with h[−1] = 0
-            kernel = torch.stack([h_f, h_prev], dim=-1).flip(-2)  # (B, Nbins, D, F, R, 2)
-            zero_state_end = torch.einsum("bdnr,bndfrc->bndfc", xb, kernel)
+            return _paper_filter(xb, theta).reshape(x.shape).to(x.dtype)
+        if mode == "causal" and not return_state:
+            return _bank_output(xb, companion_rows(theta, r, impulse_only=True)).reshape(x.shape).to(x.dtype)
+        rows = companion_rows(theta, r + 1)  # (B, Nbins, D, F, R+1, 2)
+        y, ends = _bank_output(xb, rows[..., :r, 0]), _zero_state_ends(xb, rows[..., :r, 0])
         if mode == "carry":
-            # bin transition A^R as a matrix: row 0 = e₁ᵀA^R, row 1 = e₁ᵀA^{R−1}
-            trans = torch.stack([rows[..., r, :], rows[..., r - 1, :]], dim=-2)  # (B, Nbins, D, F, 2, 2)
-            if state is not None:
-                # fold the initial state into bin 0's zero-state end state
-                init = state.to(dtype)
-                first = zero_state_end[:, 0] + (trans[:, 0] @ init.unsqueeze(-1)).squeeze(-1)
-                zero_state_end = torch.cat([first.unsqueeze(1), zero_state_end[:, 1:]], dim=1)
-            # scan over bins, with bins moved next to the (2,)/(2,2) axes: (B, D, F, Nbins, ...)
-            ends = _linear_scan(trans.permute(0, 2, 3, 1, 4, 5), zero_state_end.permute(0, 2, 3, 1, 4))
-            starts = F.pad(ends[..., :-1, :], (0, 0, 1, 0))  # state entering each bin, (B, D, F, Nbins, 2)
-            if state is not None:
-                starts = torch.cat([state.to(dtype).unsqueeze(-2), starts[..., 1:, :]], dim=-2)
-            # free response of each bin to its entering state: y[t] += e₁ᵀA^{t+1} s
-            y = y + torch.einsum("bndfrc,bdfnc->bdnr", rows[..., 1:, :], starts)
-            final = ends[..., -1, :]
-        elif return_state:
-            final = zero_state_end[:, -1]
-        y = y.reshape(bsz, dim, length).to(out_dtype)
-    if return_state:
-        return y, final.to(out_dtype)
-    return y
+            y, final = _carry_across_bins(y, rows, ends, None if state is None else state.to(dtype))
+        else:
+            final = ends[:, -1]
+        y = y.reshape(x.shape).to(x.dtype)
+    return (y, final.to(x.dtype)) if return_state else y
 
 
 def iir_step(x_t: Tensor, theta_t: Tensor, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -240,8 +235,8 @@ def iir_step(x_t: Tensor, theta_t: Tensor, state: Optional[Tensor] = None) -> Tu
     x_t: (B, D), theta_t: (B, D, F, 2), state: (B, D, F, 2) = (y_f[t−1], y_f[t−2]) or None (zeros).
     Returns y_t (B, D) summed over F and the new state (B, D, F, 2).
     """
-    dtype = _compute_dtype(x_t)
-    with torch.autocast(device_type=x_t.device.type, enabled=False):
+    dtype = compute_dtype(x_t)
+    with no_autocast(x_t):
         theta_t = theta_t.to(dtype)
         xs = x_t.to(dtype).unsqueeze(-1)  # (B, D, 1): the same input drives every filter
         if state is None:
@@ -255,24 +250,15 @@ def iir_step(x_t: Tensor, theta_t: Tensor, state: Optional[Tensor] = None) -> Tu
     return y_f.sum(-1).to(x_t.dtype), new_state.to(x_t.dtype)
 
 
-def iir_filter_ref(
-    x: Tensor,
-    theta: Tensor,
-    mode: str = "causal",
-    state: Optional[Tensor] = None,
-    return_state: bool = False,
-):
+def iir_filter_ref(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[Tensor] = None,
+                   return_state: bool = False):
     """Slow reference twin of :func:`iir_filter` with the same signature.
 
     ``causal``/``carry``: a plain loop over time with :func:`iir_step` (state reset at bin starts in
     ``causal`` mode). ``paper``: eq. 4-8 with explicit DFT matrices, no torch.fft.
     """
-    r = _check(x, theta, mode)
-    if state is not None and mode != "carry":
-        raise ValueError("an initial state only makes sense in 'carry' mode")
-    if return_state and mode == "paper":
-        raise ValueError("'paper' mode has no recurrent state")
-    dtype = _compute_dtype(x)
+    r = _check(x, theta, mode, state, return_state)
+    dtype = compute_dtype(x)
     xd, th = x.to(dtype), theta.to(dtype)
     if mode == "paper":
         return _paper_filter_dft(xd, th, r).to(x.dtype)
@@ -339,32 +325,33 @@ def iir_filter_segment(
     sample through :func:`iir_step`.
     """
     _check_segment(x, theta, offset, bin_size, mode)
-    causal = mode == "causal"
-    parts = split_at_boundaries(offset, x.size(-1), bin_size)
     outputs, start, bin_idx = [], 0, 0
-    for kind, length in zip(("head", "middle", "tail"), parts):
+    for kind, length in zip(("head", "middle", "tail"), split_at_boundaries(offset, x.size(-1), bin_size)):
         if length == 0:
             continue
-        if causal and (kind != "head" or offset == 0):
+        if mode == "causal" and (kind != "head" or offset == 0):
             state = None  # a bin starts here
-        xs = x[..., start:start + length]
-        if kind == "middle":
-            nbins = length // bin_size
-            th = theta[:, bin_idx:bin_idx + nbins]
-            y, state = iir_filter(xs, th, mode, state=None if causal else state, return_state=True)
-        elif length == 1:
-            y, state = iir_step(xs[..., 0], theta[:, bin_idx], state)
-            y = y.unsqueeze(-1)
-            nbins = 1
-        else:  # a partial bin: one time-invariant filter over `length` samples, from `state`
-            y, state = iir_filter(xs, theta[:, bin_idx:bin_idx + 1], "carry", state=state, return_state=True)
-            nbins = 1
+        nbins = length // bin_size if kind == "middle" else 1
+        y, state = _segment_part(x[..., start:start + length], theta[:, bin_idx:bin_idx + nbins], mode, state,
+                                 whole_bins=kind == "middle")
         outputs.append(y)
         start += length
         bin_idx += nbins
     if not outputs:
         return x.clone(), state
     return torch.cat(outputs, dim=-1), state
+
+
+def _segment_part(xs: Tensor, theta: Tensor, mode: str, state: Optional[Tensor],
+                  whole_bins: bool) -> Tuple[Tensor, Tensor]:
+    """One part of a segment: whole bins (x (B, D, Nbins·R), Θ (B, Nbins, D, F, 2)) or a piece of one bin."""
+    if whole_bins:
+        return iir_filter(xs, theta, mode, state=None if mode == "causal" else state, return_state=True)
+    if xs.size(-1) == 1:
+        y, state = iir_step(xs[..., 0], theta[:, 0], state)
+        return y.unsqueeze(-1), state
+    # a partial bin: one time-invariant filter from `state` (within a bin causal and carry agree)
+    return iir_filter(xs, theta, "carry", state=state, return_state=True)
 
 
 def iir_filter_segment_ref(

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .fft_conv import fft_causal_conv
+from .precision import compute_dtype, no_autocast
 
 
 def regularize_kernel(kernel: Tensor, squash_lambda: float, smooth_width: int) -> Tensor:
@@ -39,8 +40,8 @@ def regularize_kernel(kernel: Tensor, squash_lambda: float, smooth_width: int) -
 def causal_conv(x: Tensor, kernel: Tensor) -> Tensor:
     """Per-channel causal linear convolution by FFT (computed in fp32 or fp64); kernel (D, K)."""
     length = x.size(-1)
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    dtype = compute_dtype(x)
+    with no_autocast(x):
         return fft_causal_conv(x.to(dtype), kernel[..., :length].to(dtype)).to(x.dtype)
 
 
@@ -65,8 +66,8 @@ def causal_conv_stream(x: Tensor, kernel: Tensor, history: Tensor) -> Tuple[Tens
         raise ValueError(f"history holds {history.size(-1)} inputs, the kernel needs {ksize - 1}")
     full = torch.cat([history, x], dim=-1)  # (B, D, K−1+n)
     if x.size(-1) == 1:
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        dtype = compute_dtype(x)
+        with no_autocast(x):
             # y[t] = Σ_j k[j] x[t−j]: the last K inputs, newest first, against the taps
             window = full.to(dtype).flip(-1)  # (B, D, K)
             y = torch.einsum("bdk,dk->bd", window, kernel.to(dtype)).unsqueeze(-1).to(x.dtype)

@@ -20,7 +20,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,23 +45,10 @@ def impulse_response(theta: Tensor, taps: int) -> np.ndarray:
 
 @torch.no_grad()
 def record_theta(model, tokens: Tensor) -> List[Tensor]:
-    """Θ (Nbins, D, F, 2) of every layer's filter during one parallel forward over ``tokens`` (N,)."""
-    filters = [block.attn.filter for block in model.decoder.stack.blocks]
-    if not all(hasattr(f, "coefficients") and hasattr(f, "mode") for f in filters):
-        raise ValueError("focus-plot-filters needs IIR filters (--focus-filter adaptive or static); "
-                         "this model uses the EMA")
-    recorded: Dict[int, Tensor] = {}
-    hooks = [
-        f.register_forward_hook(lambda mod, inputs, _out, i=i: recorded.__setitem__(i, mod.coefficients(*inputs)))
-        for i, f in enumerate(filters)
-    ]
-    try:
-        model.decoder(tokens.unsqueeze(0))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    """Θ (Nbins, D, F, 2) of every layer's filter in one parallel forward over ``tokens`` (N,)."""
+    thetas = model.decoder.theta(tokens.unsqueeze(0))  # ValueError for EMA filters
     nbins = -(-tokens.numel() // model.decoder.stack.bin_size)  # bins that hold input, not padding
-    return [recorded[i][0, :nbins].float().cpu() for i in range(len(filters))]
+    return [theta[0, :nbins].float().cpu() for theta in thetas]
 
 
 def _reduce(values: np.ndarray, channel: int) -> np.ndarray:
