@@ -149,7 +149,7 @@ def tiny_decoder(focus_filter, iir_mode, share_hypernet, seed=0) -> FocusDecoder
     cfg = FocusLMConfig(
         decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=24, decoder_z_dim=8,
         bin_size=8, oversampling=4, chunk_size=12, hyper_kernel_size=20, num_filters=2, focus_filter=focus_filter,
-        iir_mode=iir_mode, share_hypernet=share_hypernet, max_target_positions=4096, dropout=0.1,
+        iir_mode=iir_mode, no_share_hypernet=not share_hypernet, max_target_positions=4096, dropout=0.1,
     )
     decoder = FocusDecoder(cfg, byte_dictionary())
     # make the filters matter: a larger global-conv kernel and embeddings spread Θ over (0, 1)

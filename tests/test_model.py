@@ -53,7 +53,7 @@ def random_tokens(bsz, length, seed=0):
 @pytest.mark.parametrize("filt,mode", VARIANTS)
 @pytest.mark.parametrize("share", [True, False])
 def test_model_is_causal(filt, mode, share):
-    decoder = build(filt, mode, share_hypernet=share)
+    decoder = build(filt, mode, no_share_hypernet=not share)
     tokens = random_tokens(2, 53)  # not a multiple of the bin (8) or the chunk (6)
     for t in (0, 7, 8, 17, 30, 51):  # bin/chunk boundaries and inside
         assert_causal(log_probs(decoder), tokens, t, VOCAB)
@@ -132,12 +132,12 @@ def test_registered_names_resolve_to_our_classes():
 @pytest.mark.parametrize("share", [True, False])
 def test_a_state_dict_from_before_the_encoder_rename_loads(share):
     """Checkpoints name the hypernetwork encoder ``shared_hyper`` / ``own_global``; they still load."""
-    model = FocusLanguageModel(build("adaptive", "causal", share_hypernet=share))
+    model = FocusLanguageModel(build("adaptive", "causal", no_share_hypernet=not share))
     new = model.state_dict()
     old = {k.replace("shared_encoder.", "shared_hyper.").replace("own_encoder.", "own_global."): v.clone()
            for k, v in new.items()}
     assert set(old) != set(new)  # the test really feeds old names
-    fresh = FocusLanguageModel(build("adaptive", "causal", seed=1, share_hypernet=share))
+    fresh = FocusLanguageModel(build("adaptive", "causal", seed=1, no_share_hypernet=not share))
     fresh.load_state_dict(old)
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, new[key]), key

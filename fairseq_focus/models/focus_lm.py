@@ -15,6 +15,7 @@ from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel, regi
 from omegaconf import II
 from torch import Tensor, nn
 
+from ..modules.config import OLD_NAME, upgrade_renamed
 from ..modules.focus_stack import FocusStack
 from ..ops.iir import CAUSAL_MODES
 from .arch import FocusModelConfig, fill_defaults, set_defaults
@@ -24,7 +25,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FocusLMConfig(FocusModelConfig):
-    share_decoder_input_output_embed: bool = field(default=True, metadata={"help": "tie input and output embeddings"})
+    no_share_decoder_input_output_embed: bool = field(
+        default=False, metadata={"help": "a separate output projection (default: tied to the input embeddings)"}
+    )
+    share_decoder_input_output_embed: Optional[bool] = field(
+        default=None, metadata={"help": "tie input and output embeddings (the default; transformer_lm's flag). "
+                                        + OLD_NAME.format("no-share-decoder-input-output-embed")}
+    )
     no_scale_embedding: bool = field(default=False, metadata={"help": "do not multiply embeddings by √D"})
     max_target_positions: Optional[int] = II("task.tokens_per_sample")
 
@@ -62,6 +69,7 @@ class FocusDecoder(FairseqIncrementalDecoder):
 
     def __init__(self, cfg, dictionary):
         super().__init__(dictionary)
+        upgrade_renamed(cfg, {"share_decoder_input_output_embed": "no_share_decoder_input_output_embed"})
         dim = cfg.decoder_embed_dim
         self.max_target_positions = cfg.max_target_positions
         self.padding_idx = dictionary.pad()
@@ -71,12 +79,12 @@ class FocusDecoder(FairseqIncrementalDecoder):
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(dim)
         self.embed_dropout = nn.Dropout(cfg.dropout)
         self.stack = FocusStack(cfg)
-        if cfg.share_decoder_input_output_embed:
-            self.output_projection = lambda x: nn.functional.linear(x, self.embed_tokens.weight)
-        else:
+        if cfg.no_share_decoder_input_output_embed:
             self.out_proj = nn.Linear(dim, len(dictionary), bias=False)
             nn.init.normal_(self.out_proj.weight, std=dim ** -0.5)
             self.output_projection = self.out_proj
+        else:
+            self.output_projection = lambda x: nn.functional.linear(x, self.embed_tokens.weight)
 
     def forward(self, prev_output_tokens: Tensor, src_lengths: Optional[Tensor] = None,
                 encoder_out=None, incremental_state=None, features_only: bool = False,

@@ -4,8 +4,16 @@ The fairseq model configs in ``models/`` inherit these fields, so each hyperpara
 and its help text live in exactly one place and surface as ``--kebab-case`` CLI flags.
 """
 from dataclasses import dataclass, field
+from typing import Dict, Optional
 
 FILTERS = ("adaptive", "static", "ema")
+
+# fairseq turns a bool field that defaults to True into a store_false flag (``--share-hypernet`` would
+# switch sharing *off*), so every such setting is a ``no_…`` field defaulting to False. The old name
+# stays as an Optional field, None unless given: old checkpoints' configs carry it (fairseq drops keys
+# its dataclass lacks) and the old flag keeps meaning what it says. :func:`upgrade_renamed` folds it in.
+OLD_NAME = "old name of the default, kept for old checkpoints and command lines; see --{}"
+RENAMED = {"share_hypernet": "no_share_hypernet", "normalize_before": "no_normalize_before"}
 
 
 @dataclass
@@ -32,14 +40,38 @@ class FocusStackConfig:
     hyper_kernel_size: int = field(default=1024, metadata={"help": "K: fixed maximum length of the global conv kernel"})
     hyper_squash: float = field(default=1e-3, metadata={"help": "λ of the squash regularizer of the global conv"})
     hyper_smooth: int = field(default=3, metadata={"help": "width of the smooth (average-pool) regularizer"})
-    share_hypernet: bool = field(default=True, metadata={"help": "one global hypernetwork part for all layers"})
+    no_share_hypernet: bool = field(
+        default=False, metadata={"help": "one global hypernetwork part per layer (default: one shared by all layers, §3.2)"}
+    )
+    share_hypernet: Optional[bool] = field(default=None, metadata={"help": OLD_NAME.format("no-share-hypernet")})
     ema_ndim: int = field(default=16, metadata={"help": "N: EMA dimensions per channel (ema filter only)"})
     chunk_size: int = field(default=128, metadata={"help": "M: attention chunk length"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on embeddings, filter output and block outputs"})
     attention_dropout: float = field(default=0.0, metadata={"help": "dropout on attention weights"})
     hidden_dropout: float = field(default=0.0, metadata={"help": "dropout inside the FFN and on attention values"})
-    normalize_before: bool = field(default=True, metadata={"help": "pre-norm blocks (and a final norm)"})
+    no_normalize_before: bool = field(
+        default=False, metadata={"help": "post-norm blocks, no final norm (default: pre-norm blocks and a final norm)"}
+    )
+    normalize_before: Optional[bool] = field(default=None, metadata={"help": OLD_NAME.format("no-normalize-before")})
     no_affine_final_norm: bool = field(default=False, metadata={"help": "final LayerNorm without affine parameters"})
+
+
+def upgrade_renamed(cfg, renamed: Dict[str, str] = RENAMED) -> None:
+    """Fold each old positive field (True / False / None) into its ``no_…`` field, in place.
+
+    old False (an old checkpoint, or the old store_false flag) -> no_… = True; old True agrees with
+    the default and contradicts no_… = True. The old field is then cleared to None.
+    """
+    for old, new in renamed.items():
+        value = getattr(cfg, old, None)
+        if value is None:
+            continue
+        if value and getattr(cfg, new, False):
+            flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+            raise ValueError(f"{flag(old)} and {flag(new)} contradict each other; give one of them")
+        if not value:
+            setattr(cfg, new, True)
+        setattr(cfg, old, None)
 
 
 def validate(cfg: FocusStackConfig) -> None:

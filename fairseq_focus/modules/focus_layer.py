@@ -99,9 +99,9 @@ class FocusBlock(nn.Module):
         dim = cfg.decoder_embed_dim
         self.attn = FocusGatedAttention(
             dim, cfg.decoder_z_dim, cfg.decoder_hidden_dim, cfg.chunk_size, global_filter,
-            cfg.dropout, cfg.attention_dropout, cfg.hidden_dropout, cfg.normalize_before,
+            cfg.dropout, cfg.attention_dropout, cfg.hidden_dropout, not cfg.no_normalize_before,
         )
-        self.ffn = NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout, cfg.normalize_before)
+        self.ffn = NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout, not cfg.no_normalize_before)
 
     def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
         return self.ffn(self.attn(x, e, padding_mask))

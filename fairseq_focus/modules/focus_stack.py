@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import validate
+from .config import upgrade_renamed, validate
 from .focus_layer import FocusBlock
 from .global_filter import IIRFilter, build_filter, rename_prefix
 from .hypernetwork import HyperEncoder
@@ -29,17 +29,18 @@ from .streaming import IncrementalState, StreamingModule
 class FocusStack(StreamingModule):
     def __init__(self, cfg):
         super().__init__()
+        upgrade_renamed(cfg)
         validate(cfg)
         adaptive = cfg.focus_filter == "adaptive"
         self.bin_size = cfg.bin_size if cfg.focus_filter != "ema" else 1
         self.multiple = math.lcm(self.bin_size, cfg.chunk_size)
-        self.shared_encoder = self._encoder(cfg) if adaptive and cfg.share_hypernet else None
-        own = adaptive and not cfg.share_hypernet
+        self.shared_encoder = self._encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
+        own = adaptive and cfg.no_share_hypernet
         self.blocks = nn.ModuleList(
             [FocusBlock(cfg, build_filter(cfg, self._encoder(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
         )
         dim = cfg.decoder_embed_dim
-        self.final_norm = nn.LayerNorm(dim, elementwise_affine=not cfg.no_affine_final_norm) if cfg.normalize_before else None
+        self.final_norm = nn.LayerNorm(dim, elementwise_affine=not cfg.no_affine_final_norm) if not cfg.no_normalize_before else None
 
     @staticmethod
     def _encoder(cfg) -> HyperEncoder:

@@ -96,7 +96,7 @@ def build_layer(name: str, args) -> nn.Module:
         return Wrapped()
     from ..modules.focus_stack import FocusStack
     filt, mode = ("ema", "causal") if name == "mega-ema" else name.split("-")[1:]
-    cfg = replace(focus_config(args, filt, mode), decoder_layers=1, normalize_before=True)
+    cfg = replace(focus_config(args, filt, mode), decoder_layers=1, no_normalize_before=False)
     return FocusStack(cfg)  # one block (+ the shared hypernetwork and final norm)
 
 
