@@ -268,3 +268,6 @@ def test_recipe_grid_runs_and_collects_a_table(tmp_path):
         assert re.fullmatch(r"[\d.]+ \([\d.]+\)", cells[1]) and cells[2] == "—" and cells[5] == "2"
     bad = run(["bash", str(RECIPE / "train.sh")], env={**env, "PRECISION": "fp8"}, check=False)
     assert bad.returncode != 0 and "PRECISION" in bad.stderr
+    bad = run(["bash", str(RECIPE / "train.sh")], env={**env, "PRECISION": "bf16", "ARCH": "focus_recall_transformer"},
+              check=False)
+    assert bad.returncode == 2 and "PRECISION=bf16 needs a Focus arch" in bad.stderr

@@ -91,8 +91,9 @@ def test_scifar_recipe_end_to_end(tmp_path):
     out = bash("scifar/prepare.sh", tmp_path, {**env, "VERIFY_CHECKSUMS": "0"}).stdout
     assert "train 24, valid 6, test 9; image (32, 32, 3)" in out
     assert "already prepared" in bash("scifar/prepare.sh", tmp_path, {**env, "VERIFY_CHECKSUMS": "0"}).stdout
-    train = bash("scifar/train.sh", tmp_path, {**TRAIN_ENV, "DATA": data, "SAVE_DIR": ckpts})
+    train = bash("scifar/train.sh", tmp_path, {**TRAIN_ENV, "DATA": data, "SAVE_DIR": ckpts, "PRECISION": "bf16"})
     assert "32x32 images, 3 channel(s) -> sequences of 1024 pixels" in train.stdout + train.stderr
+    assert "'autocast_bf16': True" in train.stdout + train.stderr  # PRECISION=bf16: the model's CPU/GPU autocast
     accuracy_of(bash("scifar/eval.sh", tmp_path, {"DATA": data, "SAVE_DIR": ckpts}).stdout)
 
 

@@ -175,13 +175,15 @@ BPC_LINE = re.compile(r"^test BPC = (\S+) \(protocol: (\w+):.*; ([\d,]+) tokens\
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("corpus,variant", [("enwik8", "focus"), ("text8", "static")])
-def test_train_then_eval_prints_finite_bpc_for_every_protocol(prepared, tmp_path, corpus, variant):
+@pytest.mark.parametrize("corpus,variant,precision", [("enwik8", "focus", "fp32"), ("text8", "static", "bf16")])
+def test_train_then_eval_prints_finite_bpc_for_every_protocol(prepared, tmp_path, corpus, variant, precision):
     data_bin, _ = prepared[corpus]
     save_dir = tmp_path / "ckpt"
-    proc = train(corpus, data_bin, save_dir, max_update=3, VARIANT=variant, SAVE_INTERVAL_UPDATES="0")
+    proc = train(corpus, data_bin, save_dir, max_update=3, VARIANT=variant, SAVE_INTERVAL_UPDATES="0",
+                 PRECISION=precision)
     arch = f"focus_lm_{corpus}" + ("" if variant == "focus" else f"_{variant}")
     assert f"'_name': '{arch}'" in proc.stdout
+    assert f"'autocast_bf16': {precision == 'bf16'}" in proc.stdout  # bf16: the model's own autocast (CPU here)
     assert num_updates(save_dir / "checkpoint_last.pt") == 3
     assert any((save_dir / "tensorboard").rglob("events.out.tfevents.*"))
     out = run(["bash", str(RECIPES / corpus / "eval.sh")], cwd=tmp_path,

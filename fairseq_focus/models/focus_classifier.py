@@ -29,6 +29,7 @@ from fairseq.models import BaseFairseqModel, register_model, register_model_arch
 from torch import Tensor, nn
 
 from ..modules.focus_stack import FocusStack
+from ..ops.precision import model_autocast
 from ..ops.iir import MODES
 from .arch import FocusModelConfig, fill_defaults, set_defaults, stack_field
 
@@ -58,6 +59,7 @@ class FocusClassifier(BaseFairseqModel):
         self.pooling = cfg.pooling
         self.embed_pixels = nn.Linear(in_channels, dim)
         self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.autocast_bf16 = cfg.autocast_bf16
         self.stack = FocusStack(cfg)
         self.head = nn.Linear(dim, num_classes)
         perm = torch.as_tensor(permutation, dtype=torch.long) if permutation is not None else torch.empty(0, dtype=torch.long)
@@ -78,10 +80,11 @@ class FocusClassifier(BaseFairseqModel):
 
     def forward(self, src_pixels: Tensor) -> Tensor:
         """src_pixels (B, L, C) normalized pixel values -> logits (B, num_classes)."""
-        x = self.embed_dropout(self.embed_pixels(src_pixels))  # (B, L, D)
-        x = self.stack(x)  # (B, L, D)
-        pooled = x.mean(dim=1) if self.pooling == "mean" else x[:, -1]  # (B, D)
-        return self.head(pooled)
+        with model_autocast(self.autocast_bf16, src_pixels.device):
+            x = self.embed_dropout(self.embed_pixels(src_pixels))  # (B, L, D)
+            x = self.stack(x)  # (B, L, D)
+            pooled = x.mean(dim=1) if self.pooling == "mean" else x[:, -1]  # (B, D)
+            return self.head(pooled)
 
     def load_state_dict(self, state_dict, strict: bool = True, model_cfg=None, args=None):
         """Refuse a checkpoint trained on differently permuted pixels than this task feeds."""

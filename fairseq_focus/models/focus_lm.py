@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..modules.config import OLD_NAME, upgrade_renamed
 from ..modules.focus_stack import FocusStack
+from ..ops.precision import model_autocast
 from ..ops.iir import CAUSAL_MODES
 from .arch import FocusModelConfig, fill_defaults, set_defaults
 
@@ -78,6 +79,7 @@ class FocusDecoder(FairseqIncrementalDecoder):
         nn.init.zeros_(self.embed_tokens.weight[self.padding_idx])
         self.embed_scale = 1.0 if cfg.no_scale_embedding else math.sqrt(dim)
         self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.autocast_bf16 = cfg.autocast_bf16
         self.stack = FocusStack(cfg)
         if cfg.no_share_decoder_input_output_embed:
             self.out_proj = nn.Linear(dim, len(dictionary), bias=False)
@@ -95,11 +97,12 @@ class FocusDecoder(FairseqIncrementalDecoder):
         The state remembers how many positions it has seen, so only the new tokens are run (one per
         step: O(1) in the prefix length; on the first call, the whole prompt as one segment).
         """
-        x, extra = self.extract_features(prev_output_tokens, incremental_state=incremental_state)
-        if incremental_state is not None:
-            x = x[:, -1:]
-        if not features_only:
-            x = self.output_layer(x)
+        with model_autocast(self.autocast_bf16, prev_output_tokens.device):
+            x, extra = self.extract_features(prev_output_tokens, incremental_state=incremental_state)
+            if incremental_state is not None:
+                x = x[:, -1:]
+            if not features_only:
+                x = self.output_layer(x)
         return x, extra
 
     def extract_features(self, prev_output_tokens: Tensor, encoder_out=None, incremental_state=None):
@@ -110,12 +113,14 @@ class FocusDecoder(FairseqIncrementalDecoder):
                 raise ValueError(f"the decoding state has seen {seen} tokens; got a prefix of {prev_output_tokens.size(1)}")
             return self.forward_stream(prev_output_tokens[:, seen:], incremental_state, features_only=True), \
                 {"attn": [None], "inner_states": None}
-        x = self.stack(self._embed(prev_output_tokens), self._padding_mask(prev_output_tokens))
+        with model_autocast(self.autocast_bf16, prev_output_tokens.device):
+            x = self.stack(self._embed(prev_output_tokens), self._padding_mask(prev_output_tokens))
         return x, {"attn": [None], "inner_states": None}
 
     def theta(self, tokens: Tensor) -> List[Tensor]:
         """Θ (B, Nbins, D, F, 2) of every layer's IIR filter in the parallel forward over tokens (B, L)."""
-        return self.stack.theta(self._embed(tokens), self._padding_mask(tokens))
+        with model_autocast(self.autocast_bf16, tokens.device):
+            return self.stack.theta(self._embed(tokens), self._padding_mask(tokens))
 
     def forward_stream(self, tokens: Tensor, incremental_state, features_only: bool = False) -> Tensor:
         """The next n tokens (B, n) of B streams -> logits (B, n, V) (or features), updating the state.
@@ -124,8 +129,9 @@ class FocusDecoder(FairseqIncrementalDecoder):
         this is what decoding (n = 1), prompting and streaming scoring (score_stream.py) run on.
         """
         # beam search can hold dead hypotheses with pads
-        x = self.stack.forward_stream(self._embed(tokens), incremental_state, self._padding_mask(tokens))
-        return x if features_only else self.output_layer(x)
+        with model_autocast(self.autocast_bf16, tokens.device):
+            x = self.stack.forward_stream(self._embed(tokens), incremental_state, self._padding_mask(tokens))
+            return x if features_only else self.output_layer(x)
 
     def _padding_mask(self, tokens: Tensor) -> Optional[Tensor]:
         """(B, L) bool, True at pads, or None when there are none."""

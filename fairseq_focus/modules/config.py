@@ -54,6 +54,19 @@ class FocusStackConfig:
     )
     normalize_before: Optional[bool] = field(default=None, metadata={"help": OLD_NAME.format("no-normalize-before")})
     no_affine_final_norm: bool = field(default=False, metadata={"help": "final LayerNorm without affine parameters"})
+    autocast_bf16: bool = field(
+        default=False,
+        metadata={"help": "run the model's forward under torch.autocast(bfloat16) on the input's device, the filter "
+                          "math in fp32: bf16 on GPUs (fairseq 0.12's --bf16 means TPU); refused where the device "
+                          "cannot compute in bf16"},
+    )
+    checkpoint_activations: bool = field(
+        default=False, metadata={"help": "checkpoint activations at each Focus block (recomputed in backward)"}
+    )
+    offload_activations: bool = field(
+        default=False,
+        metadata={"help": "move checkpointed activations to CPU after they are used (implies --checkpoint-activations)"},
+    )
 
 
 def upgrade_renamed(cfg, renamed: Dict[str, str] = RENAMED) -> None:

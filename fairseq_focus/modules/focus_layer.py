@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.precision import model_autocast
 from ..ops.chunked_attention import ChunkCache, chunked_attention, chunked_attention_segment
 from .normalized_ffn import NormalizedFFN
 from .streaming import IncrementalState, StreamingModule
@@ -102,9 +103,13 @@ class FocusBlock(nn.Module):
             cfg.dropout, cfg.attention_dropout, cfg.hidden_dropout, not cfg.no_normalize_before,
         )
         self.ffn = NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout, not cfg.no_normalize_before)
+        self.autocast_bf16 = cfg.autocast_bf16
 
     def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
-        return self.ffn(self.attn(x, e, padding_mask))
+        # the model autocasts already; the block says so again because activation checkpointing recomputes
+        # this forward in backward, outside the model's context, and must compute as the forward did
+        with model_autocast(self.autocast_bf16, x.device):
+            return self.ffn(self.attn(x, e, padding_mask))
 
     def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
                        padding_mask: Optional[Tensor] = None) -> Tensor:

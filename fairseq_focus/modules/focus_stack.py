@@ -3,7 +3,9 @@
 Responsibilities kept out of the blocks: right-padding the sequence to whole bins and chunks (which
 cannot change earlier positions of a causal model), computing the hypernetwork's global part once
 when it is shared across layers (paper §3.2: "can be shared across multiple Focus layers"), zeroing
-padded positions, and the final norm of a pre-norm stack.
+padded positions, the final norm of a pre-norm stack, and activation checkpointing per block
+(``--checkpoint-activations`` / ``--offload-activations``, fairseq's ``checkpoint_wrapper`` as in its
+transformer: each block keeps only its inputs and recomputes the rest in backward).
 
 x (B, L, D), padding_mask (B, L) bool or None -> (B, L, D)
 
@@ -17,6 +19,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import Tensor, nn
 
 from .config import upgrade_renamed, validate
@@ -39,6 +42,9 @@ class FocusStack(StreamingModule):
         self.blocks = nn.ModuleList(
             [FocusBlock(cfg, build_filter(cfg, self._encoder(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
         )
+        if cfg.checkpoint_activations or cfg.offload_activations:
+            for block in self.blocks:  # patches block.forward only: forward_stream (decoding) keeps no graph anyway
+                checkpoint_wrapper(block, offload_to_cpu=cfg.offload_activations)
         dim = cfg.decoder_embed_dim
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=not cfg.no_affine_final_norm) if not cfg.no_normalize_before else None
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.long_conv import causal_conv, causal_conv_stream, regularize_kernel
+from ..ops.precision import compute_dtype
 from ..ops.segments import blocks_touched
 from .streaming import IncrementalState, StreamingModule
 
@@ -107,7 +108,8 @@ class LocalHyperMLP(nn.Module):
 
     def unshifted(self, e: Tensor) -> Tensor:
         """Θ computed from each bin's own embedding: (B, Nbins, D, O) -> (B, Nbins, D, F, 2)."""
-        theta = torch.sigmoid(self.fc2(torch.sigmoid(self.fc1(e))))
+        logits = self.fc2(torch.sigmoid(self.fc1(e)))  # bf16/fp16 under autocast
+        theta = torch.sigmoid(logits.to(compute_dtype(logits)))  # a bf16 sigmoid rounds to 1: a pole on |z| = 1
         return theta.view(*e.shape[:-1], self.num_filters, 2)
 
     def first_bin(self, bsz: int) -> Tensor:

@@ -22,7 +22,7 @@ WEIGHT_DECAY="${WEIGHT_DECAY:-0.01}"  # not in the paper; torch's AdamW default
 SEED="${SEED:-1}"               # seeds the data generator and fairseq
 WORK="${WORK:-$REPO/work/associative_recall}"
 CPU="${CPU:-0}"                 # 1: train on CPU
-PRECISION="${PRECISION:-}"      # "" (fp32) | fp16 | bf16 (GPU only)
+PRECISION="${PRECISION:-}"      # "" (fp32) | fp16 | bf16 (Focus archs; a GPU with bf16 units, or CPU)
 USER_DIR="${USER_DIR:-$REPO/fairseq_focus}"
 NUM_WORKERS="${NUM_WORKERS:-0}"  # the data is in memory already
 
@@ -40,7 +40,13 @@ WARMUP_UPDATES=$(( WARMUP_EPOCHS * UPDATES_PER_EPOCH ))
 FLAGS=()
 [[ "$CPU" == 1 ]] && FLAGS+=(--cpu)
 case "$PRECISION" in
-  "") ;; fp16) FLAGS+=(--fp16) ;; bf16) FLAGS+=(--bf16) ;;
+  "") ;; fp16) FLAGS+=(--fp16) ;;
+  # the Focus models' own bf16 autocast (fairseq 0.12's --bf16 means TPU); stock transformer_lm has none
+  bf16) if [[ "$ARCH" == focus_recall_transformer ]]; then
+          echo "error: PRECISION=bf16 needs a Focus arch (--autocast-bf16); fairseq 0.12's transformer_lm has no" \
+               "CUDA bf16 path (--bf16 means TPU): use PRECISION=fp16 or fp32 for $ARCH" >&2; exit 2
+        fi
+        FLAGS+=(--autocast-bf16) ;;
   *) echo "error: PRECISION must be empty, fp16 or bf16 (got $PRECISION)" >&2; exit 2 ;;
 esac
 

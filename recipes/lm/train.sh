@@ -77,11 +77,11 @@ case "$PRECISION" in
     # fairseq's --amp: torch.cuda.amp autocast (fp16) with fp32 weights and dynamic loss scaling;
     # the IIR filter and the FFT convolution run in fp32 inside autocast (ops/iir.py, ops/long_conv.py).
     fp16) DEVICE_ARGS+=(--amp) ;;
-    # fairseq 0.12's --bf16 turns on --tpu (fairseq/options.py: "if args.bf16: args.tpu = True") and
-    # then asks torch_xla for a device, and its --amp autocast is fp16 only: stock fairseq has no
-    # bf16 path on CUDA, so say so instead of failing deep inside fairseq.
-    bf16) die "PRECISION=bf16 is not available: fairseq 0.12's --bf16 means TPU (it sets --tpu); use PRECISION=fp16 (autocast, filter math in fp32) or fp32" ;;
-    *) die "PRECISION must be fp32 or fp16, got '$PRECISION'" ;;
+    # fairseq 0.12's --bf16 turns on --tpu (fairseq/options.py: "if args.bf16: args.tpu = True"), so
+    # bf16 is the model's own option: its forward runs under torch.autocast(bfloat16), fp32 weights,
+    # the IIR filter and FFT convolution in fp32; refused at the first forward on a GPU without bf16.
+    bf16) DEVICE_ARGS+=(--autocast-bf16) ;;
+    *) die "PRECISION must be fp32, fp16 or bf16, got '$PRECISION'" ;;
 esac
 
 mkdir -p "$SAVE_DIR"

@@ -65,7 +65,7 @@ args=(
 case "$PRECISION" in
     fp32) ;;
     fp16) args+=(--fp16) ;;
-    bf16) args+=(--bf16) ;;
+    bf16) args+=(--autocast-bf16) ;;  # the model's bf16 autocast: fairseq 0.12's --bf16 means TPU
     *) echo "error: PRECISION must be fp32, fp16 or bf16, got '$PRECISION'" >&2; exit 1 ;;
 esac
 [[ "$GPUS" -gt 1 ]] && args+=(--distributed-world-size "$GPUS")
