@@ -14,15 +14,18 @@ def test_bench_runs_and_writes_json_and_png(tmp_path):
                 "focus-adaptive-causal,focus-static-carry,mega-ema,fairseq-layer,plain-attention",
                 "--dim", "32", "--ffn", "64", "--heads", "2", "--zdim", "16", "--value-dim", "32",
                 "--bin-size", "16", "--chunk-size", "32", "--kernel-size", "64", "--repeats", "1",
-                "--model-lengths", "64", "--model-layers", "1", "--transformer-layers", "1", "--out", str(out)])
+                "--model-lengths", "64", "--model-layers", "1", "--transformer-layers", "1", "--checkpoint-activations",
+                "--out", str(out)])
     result = json.loads((out / "bench.json").read_text())
     rows = {r["layer"]: r for r in result["layers"]}
     assert set(rows) == {"focus-adaptive-causal", "focus-static-carry", "mega-ema", "fairseq-layer", "plain-attention"}
     for row in rows.values():
         assert row["seconds"] > 0 and row["tokens_per_s"] > 0 and "time_ratio_fairseq" in row
     assert rows["fairseq-layer"]["time_ratio_fairseq"] == 1.0
-    assert {s["model"] for s in result["model_steps"]} == {"focus_lm", "transformer_lm"}
-    assert all(s["tokens_per_s"] > 0 and s["params"] > 0 for s in result["model_steps"])
+    steps = {(s["model"], s["checkpoint"]) for s in result["model_steps"]}
+    assert steps == {(m, c) for m in ("focus_lm", "transformer_lm") for c in (False, True)}
+    assert all(s["tokens_per_s"] > 0 and s["params"] > 0 and s["peak_bytes"] >= 0 for s in result["model_steps"])
+    assert "| focus_lm | 64 | yes |" in proc.stdout
     assert (out / "bench.png").stat().st_size > 1000
     assert "| focus-adaptive-causal | 64 |" in proc.stdout
 

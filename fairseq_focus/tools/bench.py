@@ -18,7 +18,14 @@ Every (layer, L) runs in a fresh subprocess so that peak memory is its own: on C
 (``ru_maxrss``) over its size just before the first forward — "peak RSS growth", which includes
 allocator caching. A configuration whose L×L scores would not fit the memory budget is skipped and
 says so. Also times a whole ``focus_lm`` training step (forward, loss, backward, Adam) against a
-``transformer_lm`` of about the same parameter count. Writes ``bench.json`` and ``bench.png``.
+``transformer_lm`` of about the same parameter count, with its peak memory; ``--checkpoint-activations``
+adds the same steps with activation checkpointing per layer (fairseq's ``checkpoint_wrapper``, in both
+models), so the saving is measured in the same run:
+
+    python -m fairseq_focus.tools.bench --threads 1 --layers '' --model-lengths 1024,4096 --checkpoint-activations
+
+(One layer alone gains nothing from checkpointing: backward recomputes that very layer's activations.)
+Writes ``bench.json`` and ``bench.png``.
 """
 import argparse
 import json
@@ -105,6 +112,21 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def memory_base(device: torch.device) -> int:
+    """Where peak memory is counted from: CUDA's allocated bytes (peak stats reset), or the RSS now."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return _rss_bytes()
+
+
+def memory_peak(device: torch.device, base: int) -> int:
+    """Peak bytes above ``base``: torch.cuda.max_memory_allocated, or the growth of the peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() - base
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+
+
 def measure(name: str, length: int, args) -> Dict:
     """Run in a child process: warm up, then time `repeats` forward+backward passes."""
     torch.manual_seed(0)
@@ -113,11 +135,7 @@ def measure(name: str, length: int, args) -> Dict:
     layer = build_layer(name, args).to(device)
     x = torch.randn(args.batch, length, args.dim, device=device, requires_grad=True)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes()
+    base = memory_base(device)
     times = []
     for i in range(args.repeats + 1):
         layer.zero_grad(set_to_none=True)
@@ -128,17 +146,15 @@ def measure(name: str, length: int, args) -> Dict:
         sync()
         if i > 0:  # the first pass is a warm-up
             times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = memory_peak(device, base)
     median = statistics.median(times)
     return {"layer": name, "length": length, "seconds": median, "times": times,
             "tokens_per_s": args.batch * length / median, "peak_bytes": peak}
 
 
-def model_step(kind: str, length: int, args) -> Dict:
-    """tokens/s of one whole training step (forward, cross-entropy, backward, Adam) of an LM."""
+def model_step(kind: str, length: int, checkpoint: bool, args) -> Dict:
+    """tokens/s and peak memory of one whole training step (forward, cross-entropy, backward, Adam) of
+    an LM; ``checkpoint``: with activation checkpointing per layer (fairseq's checkpoint_wrapper)."""
     from ..data.byte_codec import byte_dictionary
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -146,7 +162,8 @@ def model_step(kind: str, length: int, args) -> Dict:
     dictionary = byte_dictionary()
     if kind == "focus_lm":
         from ..models.focus_lm import FocusDecoder
-        decoder = FocusDecoder(replace(focus_config(args), max_target_positions=length), dictionary)
+        decoder = FocusDecoder(replace(focus_config(args), max_target_positions=length,
+                                       checkpoint_activations=checkpoint), dictionary)
     else:
         from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
         from types import SimpleNamespace
@@ -154,7 +171,7 @@ def model_step(kind: str, length: int, args) -> Dict:
             decoder_embed_dim=args.dim, decoder_input_dim=args.dim, decoder_output_dim=args.dim,
             decoder_ffn_embed_dim=args.ffn, decoder_layers=args.transformer_layers,
             decoder_attention_heads=args.heads, dropout=0.0, tokens_per_sample=length,
-            max_target_positions=length, share_decoder_input_output_embed=True,
+            max_target_positions=length, share_decoder_input_output_embed=True, checkpoint_activations=checkpoint,
         )
         task = SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary)
         decoder = TransformerLanguageModel.build_model(cfg, task).decoder
@@ -163,6 +180,7 @@ def model_step(kind: str, length: int, args) -> Dict:
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-4)
     tokens = torch.randint(4, len(dictionary), (args.batch, length + 1), device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    base = memory_base(device)  # Adam's state is made in the first step, so it counts too
     times = []
     for i in range(args.repeats + 1):
         opt.zero_grad(set_to_none=True)
@@ -174,9 +192,10 @@ def model_step(kind: str, length: int, args) -> Dict:
         sync()
         if i > 0:
             times.append(time.perf_counter() - start)
+    peak = memory_peak(device, base)
     median = statistics.median(times)
-    return {"model": kind, "length": length, "params": params, "seconds": median,
-            "tokens_per_s": args.batch * length / median}
+    return {"model": kind, "length": length, "checkpoint": checkpoint, "params": params, "seconds": median,
+            "tokens_per_s": args.batch * length / median, "peak_bytes": peak}
 
 
 def estimated_scores_bytes(length: int, args) -> int:
@@ -217,6 +236,27 @@ def table(rows: List[Dict]) -> str:
         out.append(f"| {r['layer']} | {r['length']} | {1e3 * r['seconds']:.1f} | {r['tokens_per_s']:.0f} | "
                    f"{r['peak_bytes'] / 2**20:.0f} | {fmt('time_ratio_fairseq')} | {fmt('memory_ratio_fairseq')} | "
                    f"{fmt('memory_ratio_plain')} |")
+    return "\n".join(out)
+
+
+def step_table(steps: List[Dict]) -> str:
+    """The whole-model steps, each against transformer_lm at the same L and checkpointing, and against
+    itself without checkpointing — all measured in the same run."""
+    by_key = {(s["model"], s["length"], s["checkpoint"]): s for s in steps if "seconds" in s}
+    out = ["| model | L | checkpoint activations | parameters | tokens/s | peak MiB | tokens/s ÷ transformer_lm | "
+           "mem ÷ transformer_lm | mem ÷ same model without checkpointing |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in steps:
+        if "seconds" not in s:
+            out.append(f"| {s['model']} | {s['length']} | {s['checkpoint']} | error: {s.get('error', '?')} | | | | | |")
+            continue
+        ref = by_key.get(("transformer_lm", s["length"], s["checkpoint"]))
+        plain = by_key.get((s["model"], s["length"], False))
+        ratio = lambda num, den: f"×{num / max(den, 1):.2f}" if den is not None else "—"  # noqa: E731
+        out.append(f"| {s['model']} | {s['length']} | {'yes' if s['checkpoint'] else 'no'} | {s['params']:,} | "
+                   f"{s['tokens_per_s']:.0f} | {s['peak_bytes'] / 2**20:.0f} | "
+                   f"{ratio(s['tokens_per_s'], ref and ref['tokens_per_s'])} | "
+                   f"{ratio(s['peak_bytes'], ref and ref['peak_bytes'])} | "
+                   f"{ratio(s['peak_bytes'], plain and plain['peak_bytes'])} |")
     return "\n".join(out)
 
 
@@ -284,6 +324,8 @@ def parse_args(argv=None):
     p.add_argument("--model-lengths", default="1024,4096", help="L for the whole-model training step ('' to skip)")
     p.add_argument("--model-layers", type=int, default=4, help="focus_lm depth for the training-step comparison")
     p.add_argument("--transformer-layers", type=int, default=5, help="transformer_lm depth (≈ equal parameters)")
+    p.add_argument("--checkpoint-activations", action="store_true",
+                   help="also run each whole-model step with activation checkpointing per layer (both models)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--profile", metavar="LAYER:L",
                    help="instead of the benchmark, print torch.profiler's table for one layer at one length")
@@ -301,7 +343,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
         job = json.loads(args.child)
-        result = model_step(job["model"], job["length"], args) if "model" in job else measure(job["layer"], job["length"], args)
+        if "model" in job:
+            result = model_step(job["model"], job["length"], job["checkpoint"], args)
+        else:
+            result = measure(job["layer"], job["length"], args)
         print(json.dumps(result))
         return 0
     if args.profile:
@@ -326,9 +371,11 @@ def main(argv=None) -> int:
     add_ratios(rows)
     steps = []
     for length in [int(v) for v in args.model_lengths.split(",") if v]:
-        for kind in ("focus_lm", "transformer_lm"):
-            steps.append(run_child({"model": kind, "length": length}, args))
-            print(f"{kind:>20} L={length:<6} training step: {steps[-1].get('tokens_per_s', steps[-1].get('error'))}", flush=True)
+        for checkpoint in (False, True) if args.checkpoint_activations else (False,):
+            for kind in ("focus_lm", "transformer_lm"):
+                steps.append(run_child({"model": kind, "length": length, "checkpoint": checkpoint}, args))
+                print(f"{kind:>20} L={length:<6} checkpoint={checkpoint!s:<5} training step: "
+                      f"{steps[-1].get('tokens_per_s', steps[-1].get('error'))}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k not in ("out", "child", "passthrough")}
     meta.update(torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M"), cpu_count=os.cpu_count())
@@ -337,9 +384,7 @@ def main(argv=None) -> int:
     (args.out / "bench.json").write_text(json.dumps({"meta": meta, "layers": rows, "model_steps": steps}, indent=1))
     plot(rows, args.out / "bench.png")
     print(table(rows))
-    for s in steps:
-        if "tokens_per_s" in s:
-            print(f"{s['model']}: L={s['length']} params={s['params']:,} {s['tokens_per_s']:.0f} tokens/s")
+    print(step_table(steps))
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 0
 
