@@ -324,7 +324,10 @@ def test_train_script_maps_its_variables_to_fairseq_flags(tmp_path):
                env={**env, "GPUS": "0", "VARIANT": "static"}).stdout.splitlines()
     assert flag(args, "--arch") == "focus_lm_text8_static" and "--cpu" in args
 
-    for bad, pattern in (({"VARIANT": "mega"}, "VARIANT must be"), ({"PRECISION": "bf16"}, "PRECISION=bf16 is not available")):
+    args = run(["bash", script], env={**env, "GPUS": "1", "PRECISION": "bf16"}).stdout.splitlines()
+    assert "--autocast-bf16" in args and "--bf16" not in args and "--amp" not in args  # fairseq's --bf16 means TPU
+
+    for bad, pattern in (({"VARIANT": "mega"}, "VARIANT must be"), ({"PRECISION": "fp8"}, "PRECISION must be fp32, fp16 or bf16")):
         proc = run(["bash", script], env={**env, "GPUS": "1", **bad}, check=False)
         assert_one_line_error(proc, pattern)
 
