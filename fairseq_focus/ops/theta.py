@@ -49,12 +49,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .precision import compute_dtype, no_autocast
+
 PARAMS = ("paper", "stable")
 MAX_RADIUS = 1.0 - 2.0 ** -14  # ρ: every pole |p| ≤ ρ, whatever the logits (module docstring)
-
-
-def _compute_dtype(t: Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _check(param: str, max_radius: float) -> None:
@@ -69,8 +67,8 @@ def theta_from_logits(logits: Tensor, param: str, max_radius: float = MAX_RADIUS
     _check(param, max_radius)
     if logits.size(-1) != 2:
         raise ValueError(f"expected logits (..., 2), got {tuple(logits.shape)}")
-    with torch.autocast(device_type=logits.device.type, enabled=False):
-        u = logits.to(_compute_dtype(logits))
+    with no_autocast(logits):
+        u = logits.to(compute_dtype(logits))
         if param == "paper":
             unit = torch.sigmoid(u)  # eq. 5: θ' ∈ (0, 1)²
         else:
