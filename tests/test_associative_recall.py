@@ -186,6 +186,33 @@ def test_recall_models_are_causal(arch, extra):
             assert not torch.allclose(out[:, s], base[:, s])
 
 
+def test_validation_logs_accuracy_split_by_chunk_next_to_the_frequency_rule():
+    """valid_step + reduce_metrics = a direct recount with data/recall_split.py (L = 62: 64 input
+    tokens; M = 24 puts the query's chunk at 48 …, so both splits hold examples)."""
+    from fairseq import metrics
+    from fairseq.criterions.cross_entropy import CrossEntropyCriterion
+    from fairseq_focus.data.recall_split import inside_query_chunk, most_frequent_value
+    from fairseq_focus.tasks.associative_recall import model_chunk_size
+    task, model = _recall_model("focus_recall", 62, ("--split-chunk-size", "24", "--num-test", "60"))
+    task.load_dataset("valid")
+    ds = task.dataset("valid")
+    sample = ds.collater([ds[i] for i in range(len(ds))])
+    _, _, log = task.valid_step(sample, model, CrossEntropyCriterion(task, False))
+    with metrics.aggregate() as agg:
+        task.reduce_metrics([log], CrossEntropyCriterion(task, False))
+    got = agg.get_smoothed_values()
+    inputs, answer = sample["net_input"]["src_tokens"], sample["target"][:, -1]
+    with torch.no_grad():
+        correct = model(inputs)[0][:, -1].argmax(-1).eq(answer)
+    rule, inside = most_frequent_value(inputs).eq(answer), inside_query_chunk(inputs, 24)
+    assert 0 < int(inside.sum()) < len(inputs)
+    for suffix, mask in (("", torch.ones_like(inside)), ("_inside", inside), ("_before", ~inside)):
+        assert got["accuracy" + suffix] == pytest.approx(round(100.0 * float(correct[mask].double().mean()), 2))
+        assert got["freq_rule" + suffix] == pytest.approx(round(100.0 * float(rule[mask].double().mean()), 2))
+    assert model_chunk_size(model) == 32  # the default split uses the model's chunk
+    assert model_chunk_size(_recall_model("focus_recall_transformer", 16)[1]) is None
+
+
 def test_recall_archs_follow_table6():
     _, model = _recall_model("focus_recall", 1024)
     n_params = sum(p.numel() for p in model.parameters())

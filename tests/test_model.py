@@ -13,7 +13,11 @@ from causality import assert_causal
 from fairseq_focus.models.focus_lm import FocusDecoder, FocusLanguageModel, FocusLMConfig, check_causal
 from fairseq_focus.tasks.focus_lm import FocusLMTask
 
-VARIANTS = [("adaptive", "causal"), ("adaptive", "carry"), ("static", "causal"), ("static", "carry"), ("ema", "causal")]
+PAPER = [("adaptive", "causal"), ("adaptive", "carry"), ("static", "causal"), ("static", "carry"), ("ema", "causal")]
+# (filter, mode, Θ map): every variant with eq. 5's map, and the IIR ones again with the stable map
+# started on the ring 0.9 ≤ |p| ≤ 0.999 (long memory: what carries across bins in carry mode)
+VARIANTS = [(f, m, "paper") for f, m in PAPER] + [(f, m, "stable") for f, m in PAPER if f != "ema"]
+THETA = {"paper": {}, "stable": {"theta_param": "stable", "theta_init": "ring"}}
 
 
 def byte_dictionary():
@@ -27,19 +31,19 @@ DICT = byte_dictionary()
 VOCAB = range(DICT.nspecial, len(DICT))
 
 
-def tiny_cfg(filt="adaptive", mode="causal", **overrides):
+def tiny_cfg(filt="adaptive", mode="causal", theta="paper", **overrides):
     cfg = FocusLMConfig(
         decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=24, decoder_ffn_embed_dim=32,
         decoder_z_dim=8, focus_filter=filt, iir_mode=mode, num_filters=2, bin_size=8, oversampling=4,
         hyper_hidden_dim=8, hyper_kernel_size=20, chunk_size=6, ema_ndim=4, max_target_positions=512,
         dropout=0.0,
     )
-    return replace(cfg, **overrides)
+    return replace(cfg, **THETA[theta], **overrides)
 
 
-def build(filt="adaptive", mode="causal", seed=0, **overrides):
+def build(filt="adaptive", mode="causal", seed=0, theta="paper", **overrides):
     torch.manual_seed(seed)
-    return FocusDecoder(tiny_cfg(filt, mode, **overrides), DICT).eval()
+    return FocusDecoder(tiny_cfg(filt, mode, theta, **overrides), DICT).eval()
 
 
 def log_probs(decoder):
@@ -50,10 +54,10 @@ def random_tokens(bsz, length, seed=0):
     return torch.randint(VOCAB.start, VOCAB.stop, (bsz, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
+@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
 @pytest.mark.parametrize("share", [True, False])
-def test_model_is_causal(filt, mode, share):
-    decoder = build(filt, mode, no_share_hypernet=not share)
+def test_model_is_causal(filt, mode, theta, share):
+    decoder = build(filt, mode, theta=theta, no_share_hypernet=not share)
     tokens = random_tokens(2, 53)  # not a multiple of the bin (8) or the chunk (6)
     for t in (0, 7, 8, 17, 30, 51):  # bin/chunk boundaries and inside
         assert_causal(log_probs(decoder), tokens, t, VOCAB)
@@ -67,19 +71,19 @@ def test_checker_catches_the_papers_leaky_filter(filt):
         assert_causal(log_probs(decoder), tokens, 17, VOCAB)
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
-def test_prefix_outputs_equal_full_sequence_outputs(filt, mode):
+@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
+def test_prefix_outputs_equal_full_sequence_outputs(filt, mode, theta):
     """Length independence: nothing at position t depends on how long the sequence is."""
-    decoder = build(filt, mode)
+    decoder = build(filt, mode, theta=theta)
     tokens = random_tokens(1, 61)
     full = log_probs(decoder)(tokens)
     for length in (1, 5, 8, 13, 24, 40):
         torch.testing.assert_close(log_probs(decoder)(tokens[:, :length]), full[:, :length], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
-def test_batch_of_one_equals_batch_of_two_and_padding_changes_nothing(filt, mode):
-    decoder = build(filt, mode)
+@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
+def test_batch_of_one_equals_batch_of_two_and_padding_changes_nothing(filt, mode, theta):
+    decoder = build(filt, mode, theta=theta)
     a, b = random_tokens(1, 30, 1), random_tokens(1, 30, 2)
     alone = log_probs(decoder)(a)
     together = log_probs(decoder)(torch.cat([a, b]))
@@ -97,9 +101,9 @@ def test_building_a_causal_lm_with_the_paper_filter_fails_with_a_reason():
     check_causal(tiny_cfg("ema", "paper"))  # the EMA variant has no IIR filter to leak
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
-def test_every_parameter_gets_a_gradient(filt, mode):
-    decoder = build(filt, mode).train()
+@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
+def test_every_parameter_gets_a_gradient(filt, mode, theta):
+    decoder = build(filt, mode, theta=theta).train()
     tokens = random_tokens(2, 40)
     logits, _ = decoder(tokens)
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()

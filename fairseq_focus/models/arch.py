@@ -11,8 +11,9 @@ from typing import Any, Dict, Iterable, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..modules.config import FILTERS, FocusStackConfig
+from ..modules.config import FILTERS, THETA_INITS, FocusStackConfig
 from ..ops.iir import MODES
+from ..ops.theta import PARAMS
 
 
 def stack_field(name: str, default: Optional[Any] = None):
@@ -25,6 +26,8 @@ def stack_field(name: str, default: Optional[Any] = None):
 class FocusModelConfig(FocusStackConfig, FairseqDataclass):
     focus_filter: ChoiceEnum(list(FILTERS)) = stack_field("focus_filter")
     iir_mode: ChoiceEnum(list(MODES)) = stack_field("iir_mode")
+    theta_param: ChoiceEnum(list(PARAMS)) = stack_field("theta_param")
+    theta_init: ChoiceEnum(list(THETA_INITS)) = stack_field("theta_init")
 
 
 def set_default(args, name: str, value) -> None:

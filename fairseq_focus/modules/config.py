@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 FILTERS = ("adaptive", "static", "ema")
+THETA_INITS = ("default", "ring")
 
 # fairseq turns a bool field that defaults to True into a store_false flag (``--share-hypernet`` would
 # switch sharing *off*), so every such setting is a ``no_…`` field defaulting to False. The old name
@@ -34,6 +35,21 @@ class FocusStackConfig:
                           "causal, refused by causal LMs; for whole-sequence classification)"},
     )
     num_filters: int = field(default=1, metadata={"help": "F: order-2 filters per channel, summed (eq. 7)"})
+    # How the adaptive and static filters map their logits to Θ (ops/theta.py), and its init.
+    theta_param: str = field(
+        default="paper",
+        metadata={"help": "paper: Θ = sigmoid(logits) as eq. 5 (every filter high-pass); stable: the whole "
+                          "stability triangle through reflection coefficients (low-pass and resonant filters too). "
+                          "Both in fp32 under autocast, shrunk by ρ² = (1 − 2⁻¹⁴)² so every pole stays inside"},
+    )
+    theta_init: str = field(
+        default="default",
+        metadata={"help": "default: the paper's logits init; ring (stable only): Θ starts with its pole pairs "
+                          "drawn on the ring theta_ring_rmin ≤ |p| ≤ theta_ring_rmax (LRU's ring init) — the "
+                          "hypernetwork's last-layer bias, the first bin's and Focus-H's logits"},
+    )
+    theta_ring_rmin: float = field(default=0.9, metadata={"help": "smallest pole radius of --theta-init ring"})
+    theta_ring_rmax: float = field(default=0.999, metadata={"help": "largest pole radius of --theta-init ring"})
     bin_size: int = field(default=64, metadata={"help": "R: time-bin length; Θ is constant in a bin (NFFT in paper mode)"})
     oversampling: int = field(default=4, metadata={"help": "O: max-pooled values per bin and channel fed to the MLP"})
     hyper_hidden_dim: int = field(default=16, metadata={"help": "hidden width of the per-layer hypernetwork MLP"})
@@ -93,5 +109,15 @@ def validate(cfg: FocusStackConfig) -> None:
     from ..ops.iir import MODES
     if cfg.iir_mode not in MODES:
         raise ValueError(f"--iir-mode must be one of {MODES}, got {cfg.iir_mode!r}")
+    from ..ops.theta import MAX_RADIUS, PARAMS
+    if cfg.theta_param not in PARAMS:
+        raise ValueError(f"--theta-param must be one of {PARAMS}, got {cfg.theta_param!r}")
+    if cfg.theta_init not in THETA_INITS:
+        raise ValueError(f"--theta-init must be one of {THETA_INITS}, got {cfg.theta_init!r}")
+    if cfg.theta_init == "ring" and cfg.theta_param != "stable":
+        raise ValueError("--theta-init ring needs --theta-param stable (eq. 5's Θ holds only high-pass poles)")
+    if not 0.0 <= cfg.theta_ring_rmin <= cfg.theta_ring_rmax < MAX_RADIUS:
+        raise ValueError(f"need 0 <= --theta-ring-rmin <= --theta-ring-rmax < {MAX_RADIUS}, "
+                         f"got {cfg.theta_ring_rmin}, {cfg.theta_ring_rmax}")
     if cfg.focus_filter == "adaptive" and cfg.bin_size % cfg.oversampling != 0:
         raise ValueError(f"--bin-size {cfg.bin_size} must be a multiple of --oversampling {cfg.oversampling}")

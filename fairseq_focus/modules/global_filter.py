@@ -1,8 +1,11 @@
 """The global filter in front of the attention: x (B, L, D) -> x_f (B, L, D), three variants.
 
 * :class:`AdaptiveIIRFilter` (Focus): Θ from the hypernetwork, per bin (paper eq. 1-8).
-* :class:`StaticIIRFilter` (Focus-H, the paper's ablation): Θ = sigmoid(learned logits), the same
-  for every bin and input.
+* :class:`StaticIIRFilter` (Focus-H, the paper's ablation): Θ from learned logits (eq. 5's sigmoid,
+  or the stable map), the same for every bin and input.
+
+Both IIR filters map logits to Θ through ``ops/theta.py`` (``--theta-param paper|stable``), in fp32
+with autocast off.
 * :class:`EMAFilter` (MEGA): the multi-head damped EMA, silu(EMA(x) + ω·x) as in MEGA.
 
 The two IIR filters share :class:`IIRFilter`, which owns the filtering (parallel and streaming);
@@ -31,7 +34,8 @@ from torch import Tensor, nn
 from ..ops.ema import ema_filter, ema_filter_stream
 from ..ops.iir import iir_filter, iir_filter_segment
 from ..ops.segments import blocks_touched
-from .hypernetwork import HyperEncoder, LocalHyperMLP
+from ..ops.theta import theta_from_logits
+from .hypernetwork import HyperEncoder, LocalHyperMLP, Ring, initial_logits
 from .streaming import IncrementalState, StreamingModule
 
 
@@ -68,9 +72,10 @@ class AdaptiveIIRFilter(IIRFilter):
     """Θ = H_local(e) (eq. 3), e from the shared encoder or, when ``own_encoder`` is given, its own."""
 
     def __init__(self, dim: int, num_filters: int, oversampling: int, hidden: int, mode: str,
-                 own_encoder: Optional[HyperEncoder], bin_size: Optional[int] = None):
+                 own_encoder: Optional[HyperEncoder], bin_size: Optional[int] = None, theta_param: str = "paper",
+                 ring: Ring = None):
         super().__init__(mode, bin_size if bin_size is not None or own_encoder is None else own_encoder.bin_size)
-        self.local = LocalHyperMLP(dim, oversampling, hidden, num_filters)
+        self.local = LocalHyperMLP(dim, oversampling, hidden, num_filters, theta_param, ring)
         self.own_encoder = own_encoder  # None when the model shares one encoder
 
     def _embedding(self, e: Optional[Tensor]) -> Tensor:
@@ -94,14 +99,16 @@ class AdaptiveIIRFilter(IIRFilter):
 
 
 class StaticIIRFilter(IIRFilter):
-    """Θ = sigmoid(learned logits) (D, F, 2), the same for every bin and input."""
+    """Θ = map(learned logits) (D, F, 2), the same for every bin and input."""
 
-    def __init__(self, dim: int, num_filters: int, bin_size: int, mode: str):
+    def __init__(self, dim: int, num_filters: int, bin_size: int, mode: str, theta_param: str = "paper",
+                 ring: Ring = None):
         super().__init__(mode, bin_size)
-        self.logits = nn.Parameter(torch.empty(dim, num_filters, 2).uniform_(-1.0, 1.0))
+        self.theta_param = theta_param
+        self.logits = nn.Parameter(initial_logits((dim, num_filters), ring))
 
     def _for(self, bsz: int, nbins: int) -> Tensor:
-        return torch.sigmoid(self.logits).expand(bsz, nbins, -1, -1, -1)  # (B, Nbins, D, F, 2)
+        return theta_from_logits(self.logits, self.theta_param).expand(bsz, nbins, -1, -1, -1)  # (B, Nbins, D, F, 2)
 
     def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
         return self._for(x.size(0), x.size(1) // self.bin_size)
@@ -151,9 +158,10 @@ class EMAFilter(StreamingModule):
 def build_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
     """The variant named by ``cfg.focus_filter``, with the stack's hyperparameters."""
     dim = cfg.decoder_embed_dim
+    ring = (cfg.theta_ring_rmin, cfg.theta_ring_rmax) if cfg.theta_init == "ring" else None
     if cfg.focus_filter == "adaptive":
         return AdaptiveIIRFilter(dim, cfg.num_filters, cfg.oversampling, cfg.hyper_hidden_dim, cfg.iir_mode, own_encoder,
-                                 bin_size=cfg.bin_size)
+                                 bin_size=cfg.bin_size, theta_param=cfg.theta_param, ring=ring)
     if cfg.focus_filter == "static":
-        return StaticIIRFilter(dim, cfg.num_filters, cfg.bin_size, cfg.iir_mode)
+        return StaticIIRFilter(dim, cfg.num_filters, cfg.bin_size, cfg.iir_mode, cfg.theta_param, ring)
     return EMAFilter(dim, cfg.ema_ndim)

@@ -3,14 +3,18 @@
 * :class:`HyperEncoder` — H_global (eq. 2), the hypernetwork's encoder: a regularized causal long convolution per channel
   (Fu et al. 2023), then max pooling *inside each time bin* of R samples down to O values, so no
   pooling window straddles a bin boundary. Shareable by all layers of a model.
-* :class:`LocalHyperMLP` — H_local (eq. 3), one per layer: a 2-layer MLP O -> hidden -> 2F with
-  sigmoid activations; the final sigmoid puts every θ in (0, 1), which keeps both poles inside the
-  unit circle (see ``ops/iir.py``). Then the causality shift: bin i gets the Θ computed from bin i−1
-  and bin 0 gets a learned default.
+* :class:`LocalHyperMLP` — H_local (eq. 3), one per layer: a 2-layer MLP O -> hidden -> 2F, a
+  sigmoid after the first layer; the last layer's outputs are logits that ``ops/theta.py`` maps to Θ
+  (``--theta-param``: ``paper`` is eq. 5's final sigmoid, θ ∈ (0, 1); ``stable`` the whole stability
+  triangle). The last layer and the map run in fp32 with autocast off: in half precision the
+  sigmoid rounds to 1.0 and puts a pole on the unit circle. Then the causality shift: bin i gets the
+  Θ computed from bin i−1 and bin 0 gets a learned default.
 
 Init: Xavier (Glorot & Bengio 2010) for the first layer; the last layer follows the hyperfan-in
 rule of Chang et al. 2020, Var(W) = 1 / (fan_in_hyper · fan_in_target), where the target of each
-generated coefficient pair is an order-2 recursion with fan-in 2.
+generated coefficient pair is an order-2 recursion with fan-in 2. ``--theta-init ring`` sets the
+last layer's bias (and the first bin's logits) so that Θ starts with its poles on a ring near the
+unit circle (:func:`initial_logits`); the weights' contribution then moves them a little.
 
 Shapes (batch first at the module boundary, like every module): x (B, L, D) -> e (B, Nbins, D, O)
 -> Θ (B, Nbins, D, F, 2). The encoder turns x channels first (B, D, L) once, at the convolution op.
@@ -20,14 +24,16 @@ bin in progress are kept until it completes, then pooled exactly as in the paral
 embedding of the last completed bin is what the next bin's Θ is computed from.
 """
 import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.long_conv import causal_conv, causal_conv_stream, regularize_kernel
-from ..ops.precision import compute_dtype
+from ..ops.precision import compute_dtype, no_autocast
 from ..ops.segments import blocks_touched
+from ..ops.theta import ring_init_logits, theta_from_logits
 from .streaming import IncrementalState, StreamingModule
 
 
@@ -92,10 +98,22 @@ class HyperEncoder(StreamingModule):
         return embeddings[:, :blocks_touched(pos, n, self.bin_size)]
 
 
+Ring = Optional[Tuple[float, float]]  # (r_min, r_max) of --theta-init ring, or None for the default init
+
+
+def initial_logits(shape: Tuple[int, ...], ring: Ring) -> Tensor:
+    """Logits (*shape, 2) to start from: uniform in (−1, 1) (default), or with the poles of Θ drawn on
+    the ring r_min ≤ |p| ≤ r_max at any phase (``ops/theta.ring_init_logits``, stable map)."""
+    if ring is None:
+        return torch.empty(*shape, 2).uniform_(-1.0, 1.0)
+    return ring_init_logits(shape, ring[0], ring[1], param="stable")
+
+
 class LocalHyperMLP(nn.Module):
-    def __init__(self, dim: int, oversampling: int, hidden: int, num_filters: int):
+    def __init__(self, dim: int, oversampling: int, hidden: int, num_filters: int, theta_param: str = "paper",
+                 ring: Ring = None):
         super().__init__()
-        self.num_filters = num_filters
+        self.num_filters, self.theta_param = num_filters, theta_param
         self.fc1 = nn.Linear(oversampling, hidden)
         self.fc2 = nn.Linear(hidden, 2 * num_filters)
         # Θ of bin 0, which has no previous bin to look at
@@ -103,17 +121,24 @@ class LocalHyperMLP(nn.Module):
         nn.init.xavier_uniform_(self.fc1.weight)
         nn.init.zeros_(self.fc1.bias)
         nn.init.normal_(self.fc2.weight, std=math.sqrt(1.0 / (hidden * 2)))  # hyperfan-in
-        nn.init.zeros_(self.fc2.bias)
-        nn.init.uniform_(self.first_bin_logits, -1.0, 1.0)
+        with torch.no_grad():  # (the default draws in the same order as before --theta-init existed)
+            self.fc2.bias.copy_(torch.zeros(2 * num_filters) if ring is None else initial_logits((num_filters,), ring).view(-1))
+            self.first_bin_logits.copy_(initial_logits((dim, num_filters), ring))
+
+    def logits(self, e: Tensor) -> Tensor:
+        """The last layer's outputs (B, Nbins, D, 2F), in fp32 (fp64 stays fp64) whatever autocast says."""
+        h = torch.sigmoid(self.fc1(e))
+        with no_autocast(h):
+            dtype = compute_dtype(h)
+            return F.linear(h.to(dtype), self.fc2.weight.to(dtype), self.fc2.bias.to(dtype))
 
     def unshifted(self, e: Tensor) -> Tensor:
-        """Θ computed from each bin's own embedding: (B, Nbins, D, O) -> (B, Nbins, D, F, 2)."""
-        logits = self.fc2(torch.sigmoid(self.fc1(e)))  # bf16/fp16 under autocast
-        theta = torch.sigmoid(logits.to(compute_dtype(logits)))  # a bf16 sigmoid rounds to 1: a pole on |z| = 1
-        return theta.view(*e.shape[:-1], self.num_filters, 2)
+        """Θ computed from each bin's own embedding: (B, Nbins, D, O) -> (B, Nbins, D, F, 2), fp32."""
+        logits = self.logits(e)
+        return theta_from_logits(logits.view(*logits.shape[:-1], self.num_filters, 2), self.theta_param)
 
     def first_bin(self, bsz: int) -> Tensor:
-        return torch.sigmoid(self.first_bin_logits).expand(bsz, 1, -1, -1, -1)
+        return theta_from_logits(self.first_bin_logits, self.theta_param).expand(bsz, 1, -1, -1, -1)
 
     def for_bins(self, e: Tensor, first_bin: int) -> Tensor:
         """Θ of T consecutive bins from bin ``first_bin`` on, given the embedding e of the bin before

@@ -10,7 +10,9 @@ caller so that bin i uses coefficients computed from bin i−1).
 
 Stability: with θ0, θ1 ∈ (0, 1) both poles p of z² + θ0 z + θ1 lie strictly inside the unit circle.
 Complex poles have |p|² = p·p̄ = θ1 < 1; real poles (θ0² ≥ 4θ1) satisfy |p| ≤ (θ0 + √(θ0² − 4θ1))/2
-< θ0 < 1. The sigmoid parameterisation upstream therefore makes every filter stable by construction.
+< θ0 < 1. The sigmoid parameterisation upstream therefore makes every filter stable by construction;
+``--theta-param stable`` (``ops/theta.py``) reaches the whole stability triangle |θ1| < 1, |θ0| < 1 + θ1,
+which the ops here handle alike.
 
 Modes (see DESIGN.md "Filter modes"):
 
@@ -203,7 +205,7 @@ def iir_filter(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[T
 
     Args:
         x: (B, D, L) real input.
-        theta: (B, Nbins, D, F, 2) coefficients in (0, 1); L must be a multiple of Nbins.
+        theta: (B, Nbins, D, F, 2) coefficients inside the stability triangle; L must be a multiple of Nbins.
         mode: ``causal`` | ``carry`` | ``paper`` (module docstring).
         state: (B, D, F, 2) initial (y[−1], y[−2]) per filter, ``carry`` mode only.
         return_state: also return the final state (B, D, F, 2) (``causal``/``carry`` only).

@@ -5,7 +5,14 @@ Synthetic examples ``k v k v … => k_q v_q`` come from :mod:`fairseq_focus.data
 model (``focus_lm`` in any ``--focus-filter`` variant, or fairseq's own ``transformer_lm``) reads
 ``ex[:-1]`` and predicts ``ex[1:]``; training uses the criterion's loss on every position (fairseq's
 ``cross_entropy``). Validation additionally logs ``accuracy``: the percentage of examples whose last
-target — the value v_q of the query key — is the model's arg-max (chance ≈ 100 / number of values).
+target — the value v_q of the query key — is the model's arg-max (chance ≈ 100 / number of values),
+and ``freq_rule``: the same for the answer "the value seen most often in the context", which needs no
+recall. Both are also logged per split (``data/recall_split.py``): ``accuracy_inside`` /
+``freq_rule_inside`` over the examples whose query key last occurred inside the query's attention
+chunk (chunk-local attention can answer), ``accuracy_before`` / ``freq_rule_before`` over those where
+it occurred before that chunk (only what crosses chunks can); a split with no example is not logged.
+The chunk length is ``--split-chunk-size``, or the model's ``--chunk-size``; a model without one (the
+transformer) gets no split unless ``--split-chunk-size`` is given.
 
 Splits: ``train`` holds ``--num-train`` examples; ``valid`` and ``test`` both hold the
 ``--num-test`` held-out examples (disjoint from train), as in the reference setup, whose validation
@@ -14,7 +21,7 @@ set is its test set.
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,19 +33,53 @@ from omegaconf import II, open_dict
 from torch import Tensor
 
 from ..data.associative_recall import example_length, generate_recall_data, input_length, recall_vocab
+from ..data.recall_split import inside_query_chunk, most_frequent_value
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 
 
-def last_token_hits(logits: Tensor, target: Tensor, pad: int) -> Tuple[int, int]:
-    """(correct, total) over each row's last non-pad target. logits (B, T, V), target (B, T),
+def last_token_correct(logits: Tensor, target: Tensor, pad: int) -> Tensor:
+    """(B,) bool: each row's last non-pad target is the arg-max. logits (B, T, V), target (B, T),
     right-padded. No other position counts."""
     last = target.ne(pad).sum(dim=1) - 1  # (B,) index of each row's final target
     rows = torch.arange(target.size(0), device=target.device)
-    predicted = logits[rows, last].argmax(dim=-1)  # (B,)
-    return int(predicted.eq(target[rows, last]).sum()), int(target.size(0))
+    return logits[rows, last].argmax(dim=-1).eq(target[rows, last])
+
+
+def last_token_hits(logits: Tensor, target: Tensor, pad: int) -> Tuple[int, int]:
+    """(correct, total) of :func:`last_token_correct`."""
+    return int(last_token_correct(logits, target, pad).sum()), int(target.size(0))
+
+
+def model_chunk_size(model) -> Optional[int]:
+    """The attention chunk length of a Focus/MEGA-style model (its first module with an int
+    ``chunk_size``), or None for a model without chunks."""
+    for module in model.modules():
+        size = getattr(module, "chunk_size", None)
+        if isinstance(size, int):
+            return size
+    return None
+
+
+SPLIT_GROUPS = (("all", ""), ("inside", "_inside"), ("before", "_before"))  # (logging key, metric suffix)
+
+
+def split_counts(inputs: Tensor, answers: Tensor, correct: Tensor, chunk_size: Optional[int]) -> Dict[str, int]:
+    """Summable counts for the model's and the frequency rule's accuracy, overall and, given a chunk
+    size, inside / before the query's chunk. inputs (B, 2P + 2) all unpadded, answers and correct (B,)."""
+    rule = most_frequent_value(inputs).eq(answers)
+    groups = {"all": torch.ones_like(correct, dtype=torch.bool)}
+    if chunk_size:
+        inside = inside_query_chunk(inputs, chunk_size)
+        groups.update(inside=inside, before=~inside)
+    counts = {}
+    for name, mask in groups.items():
+        counts[f"recall_{name}_total"] = int(mask.sum())
+        counts[f"recall_{name}_correct"] = int((correct & mask).sum())
+        counts[f"freq_{name}_correct"] = int((rule & mask).sum())
+    return counts
 
 
 @dataclass
@@ -58,6 +99,9 @@ class AssociativeRecallConfig(FairseqDataclass):
     max_target_positions: Optional[int] = field(
         default=None, metadata={"help": "read by transformer_lm; always set to --tokens-per-sample"})
     add_bos_token: bool = field(default=False, metadata={"help": "not supported (read by transformer_lm)"})
+    split_chunk_size: int = field(
+        default=0, metadata={"help": "M of the inside/before split of the validation accuracy; 0: the model's "
+                                     "--chunk-size (no split for a model without one)"})
 
 
 @register_task("associative_recall", dataclass=AssociativeRecallConfig)
@@ -75,6 +119,8 @@ class AssociativeRecallTask(FairseqTask):
                              f"length {needed} of --seq-len {cfg.seq_len}")
         if cfg.add_bos_token:
             raise ValueError("--add-bos-token is not supported by the associative_recall task")
+        if cfg.split_chunk_size < 0:
+            raise ValueError(f"--split-chunk-size must be >= 0, got {cfg.split_chunk_size}")
         if cfg.seq_len < 2 or cfg.num_train < 1 or cfg.num_test < 1:
             raise ValueError(f"need --seq-len >= 2, --num-train >= 1 and --num-test >= 1 (got {cfg.seq_len}, "
                              f"{cfg.num_train}, {cfg.num_test})")
@@ -132,16 +178,20 @@ class AssociativeRecallTask(FairseqTask):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         with torch.no_grad():
             logits = model(**sample["net_input"])[0]  # (B, T, V)
-        correct, total = last_token_hits(logits, sample["target"], self.dictionary.pad())
-        logging_output["recall_correct"], logging_output["recall_total"] = correct, total
+        target, inputs = sample["target"], sample["net_input"]["src_tokens"]
+        correct = last_token_correct(logits, target, self.dictionary.pad())
+        chunk = self.cfg.split_chunk_size or model_chunk_size(model)
+        logging_output.update(split_counts(inputs, target[:, -1], correct, chunk))
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
-        total = sum(int(log.get("recall_total", 0)) for log in logging_outputs)
-        if total > 0:
-            correct = sum(int(log.get("recall_correct", 0)) for log in logging_outputs)
-            metrics.log_scalar("accuracy", 100.0 * correct / total, total, round=2)
+        for name, suffix in SPLIT_GROUPS:
+            total = sum(int(log.get(f"recall_{name}_total", 0)) for log in logging_outputs)
+            if total > 0:
+                for key, metric in (("recall", "accuracy"), ("freq", "freq_rule")):
+                    correct = sum(int(log.get(f"{key}_{name}_correct", 0)) for log in logging_outputs)
+                    metrics.log_scalar(metric + suffix, 100.0 * correct / total, total, round=2)
 
 
 class _ShiftedExamples(torch.utils.data.Dataset):

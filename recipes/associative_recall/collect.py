@@ -5,7 +5,10 @@
 Reads WORK_DIR/<arch>/L<L>/train.log (fairseq's ``--log-format json`` output, as train.sh writes
 it) and prints one markdown row per L: for each model the validation accuracy (%) on the held-out
 examples after the last epoch, the best over epochs in parentheses, then the epochs and the
-wall-clock seconds each run took. A missing run is "—".
+wall-clock seconds each run took. A missing run is "—". The last two columns come from the last
+validation's split (``fairseq_focus/tasks/associative_recall.py``): each model's accuracy on the
+queries whose key lies inside / before the query's attention chunk, and the "most frequent value"
+rule's accuracy overall / inside / before; "—" where a split is empty or was not logged.
 """
 import argparse
 import json
@@ -16,6 +19,7 @@ from typing import Dict, Optional
 
 MODELS = (("focus_recall", "Focus"), ("focus_recall_static", "Focus-H"), ("focus_recall_ema", "MEGA-EMA"),
           ("focus_recall_transformer", "Transformer"))
+SPLIT_KEYS = ("accuracy_inside", "accuracy_before", "freq_rule", "freq_rule_inside", "freq_rule_before")
 
 
 def read_run(run_dir: Path) -> Optional[Dict]:
@@ -23,7 +27,7 @@ def read_run(run_dir: Path) -> Optional[Dict]:
     log = run_dir / "train.log"
     if not log.exists():
         return None
-    accs = []
+    accs, stats = [], {}
     for line in log.read_text().splitlines():
         if '"valid_accuracy"' in line:  # one JSON object per validation (printed twice at an epoch's end)
             stats = json.loads(line[line.index("{"):])
@@ -32,7 +36,12 @@ def read_run(run_dir: Path) -> Optional[Dict]:
         return None
     wall_file = run_dir / "wall_seconds"
     wall = int(wall_file.read_text()) if wall_file.exists() else None
-    return {"last": accs[-1][1], "best": max(a for _, a in accs), "epochs": accs[-1][0], "wall": wall}
+    split = {key: float(stats[f"valid_{key}"]) if f"valid_{key}" in stats else None for key in SPLIT_KEYS}
+    return {"last": accs[-1][1], "best": max(a for _, a in accs), "epochs": accs[-1][0], "wall": wall, **split}
+
+
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def table(work: Path) -> str:
@@ -45,19 +54,24 @@ def table(work: Path) -> str:
     if not runs:
         raise SystemExit(f"error: no train.log with validation accuracy under {work}/<arch>/L<L>/")
     lengths = sorted({length for _, length in runs})
-    head = ["L"] + [name for _, name in MODELS] + ["epochs", "wall-clock (s) per model"]
+    head = ["L"] + [name for _, name in MODELS] + ["epochs", "wall-clock (s) per model",
+                                                   "inside / before chunk per model", "freq rule: all / inside / before"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for length in lengths:
-        cells, epochs, walls = [str(length)], set(), []
+        cells, epochs, walls, splits, rule = [str(length)], set(), [], [], None
         for arch, _ in MODELS:
             r = runs.get((arch, length))
             cells.append("—" if r is None else f"{r['last']:.1f} ({r['best']:.1f})")
             if r is not None:
                 epochs.add(r["epochs"])
                 walls.append("?" if r["wall"] is None else str(r["wall"]))
+                splits.append(f"{_pct(r['accuracy_inside'])}/{_pct(r['accuracy_before'])}")
+                if rule is None and r["freq_rule"] is not None:  # the same held-out set for every model
+                    rule = " / ".join(_pct(r[k]) for k in ("freq_rule", "freq_rule_inside", "freq_rule_before"))
             else:
                 walls.append("—")
-        cells += ["/".join(str(e) for e in sorted(epochs)), " / ".join(walls)]
+                splits.append("—")
+        cells += ["/".join(str(e) for e in sorted(epochs)), " / ".join(walls), " · ".join(splits), rule or "—"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 

@@ -1,0 +1,59 @@
+"""The study's table: test BPC per variant and seed, parameters, updates and wall-clock.
+
+    python recipes/study/collect.py WORK [--out table.md]
+
+Reads WORK/runs/<variant>/seed<k>/result.json (written by run.py only when a run's training and
+evaluation both succeeded) and prints one markdown row per variant, in the order of
+WORK/variants.txt: parameters, updates, test BPC of every seed, their mean, and the mean training
+and evaluation seconds per run. Variants listed but without results are "—".
+"""
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args(argv)
+    results = {}
+    for path in sorted(args.work.glob("runs/*/seed*/result.json")):
+        r = json.loads(path.read_text())
+        results.setdefault(r["variant"], []).append(r)
+    if not results:
+        print(f"error: no runs/*/seed*/result.json under {args.work}", file=sys.stderr)
+        return 1
+    order_file = args.work / "variants.txt"
+    order = [line.split()[0] for line in order_file.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")] if order_file.exists() else []
+    order += sorted(set(results) - set(order))
+    seeds = sorted({r["seed"] for rs in results.values() for r in rs})
+    head = ["variant", "params", "updates"] + [f"BPC seed {s}" for s in seeds] + ["mean BPC", "train s", "eval s"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in order:
+        rs = {r["seed"]: r for r in results.get(name, [])}
+        if not rs:
+            rows.append("| " + " | ".join([name] + ["—"] * (len(head) - 1)) + " |")
+            continue
+        any_r = next(iter(rs.values()))
+        updates = "/".join(str(u) for u in sorted({r["updates"] for r in rs.values()}))
+        cells = [name, f"{any_r['params']:,}", updates]
+        cells += [f"{rs[s]['test_bpc']:.4f}" if s in rs else "—" for s in seeds]
+        cells.append(f"{statistics.mean(r['test_bpc'] for r in rs.values()):.4f}")
+        cells.append(f"{statistics.mean(r['train_seconds'] for r in rs.values()):.0f}")
+        cells.append(f"{statistics.mean(r['eval_seconds'] for r in rs.values()):.0f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(rows) + "\n"
+    print(text, end="")
+    if args.out:
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
