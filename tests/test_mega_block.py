@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fairseq_focus.modules.global_filter import EMAFilter
 from fairseq_focus.modules.mega_attention import MegaGatedAttention
@@ -18,24 +17,9 @@ from fairseq_focus.modules.mega_attention import MegaGatedAttention
 D, Z, H, N, M = 12, 8, 10, 3, 8
 
 
-class BLD(nn.Module):
-    """(B, L, D) view of a (B, D, L) filter.
-    TODO(issue 10, phase 2): drop once the refactored filters take (B, L, D) and pass EMAFilter directly."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x, e):
-        return self.inner(x.transpose(1, 2), e).transpose(1, 2)
-
-    def forward_stream(self, x, e, pos, incremental_state):
-        return self.inner.forward_stream(x.transpose(1, 2), e, pos, incremental_state).transpose(1, 2)
-
-
 def _block(rel_pos_bias, prenorm=True, seed=0):
     torch.manual_seed(seed)
-    block = MegaGatedAttention(D, Z, H, M, BLD(EMAFilter(D, N)), 0.0, 0.0, 0.0, prenorm, rel_pos_bias).double()
+    block = MegaGatedAttention(D, Z, H, M, EMAFilter(D, N), 0.0, 0.0, 0.0, prenorm, rel_pos_bias).double()
     with torch.no_grad():  # move every parameter off its init, to O(1): zero biases, unit norms and tiny q, k would hide mistakes
         for p in block.parameters():
             p.add_(0.5 * torch.randn_like(p))
@@ -56,7 +40,7 @@ def mega_block_ref(block, x):
         mu, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=False, keepdim=True)
         return (t - mu) / torch.sqrt(var + 1e-5) * block.norm.weight + block.norm.bias
 
-    ema = block.filter.inner
+    ema = block.filter
     bsz, length, dim = x.shape
     xn = layer_norm(x) if block.prenorm else x
     # EMA (eq. 2-3): h_t = α ∘ (β x_t) + (1 − α ∘ δ) ∘ h_{t−1}; y_t = η^T h_t / √N; mx = SiLU(y + ω x)
@@ -161,5 +145,5 @@ def test_parameter_count_is_megas(rel_pos_bias):
 
 
 def test_bad_rel_pos_bias_is_one_line_error():
-    with pytest.raises(ValueError, match="rel_pos_bias"):
-        MegaGatedAttention(D, Z, H, M, BLD(EMAFilter(D, N)), 0.0, 0.0, 0.0, True, "alibi")
+    with pytest.raises(ValueError, match="rel-pos-bias"):
+        MegaGatedAttention(D, Z, H, M, EMAFilter(D, N), 0.0, 0.0, 0.0, True, "alibi")

@@ -131,11 +131,12 @@ def test_registered_names_resolve_to_our_classes():
 
 @pytest.mark.parametrize("share", [True, False])
 def test_a_state_dict_from_before_the_encoder_rename_loads(share):
-    """Checkpoints name the hypernetwork encoder ``shared_hyper`` / ``own_global``; they still load."""
+    """Checkpoints name the hypernetwork encoder ``shared_hyper`` / ``own_global`` and the simple relative
+    bias ``rel_pos_bias``; they still load."""
     model = FocusLanguageModel(build("adaptive", "causal", share_hypernet=share))
     new = model.state_dict()
-    old = {k.replace("shared_encoder.", "shared_hyper.").replace("own_encoder.", "own_global."): v.clone()
-           for k, v in new.items()}
+    old = {k.replace("shared_encoder.", "shared_hyper.").replace("own_encoder.", "own_global.")
+           .replace("rel_pos.weight", "rel_pos_bias"): v.clone() for k, v in new.items()}
     assert set(old) != set(new)  # the test really feeds old names
     fresh = FocusLanguageModel(build("adaptive", "causal", seed=1, share_hypernet=share))
     fresh.load_state_dict(old)

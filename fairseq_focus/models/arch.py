@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..modules.config import FILTERS, FocusStackConfig
+from ..modules.config import FILTERS, REL_POS_BIASES, WIRINGS, FocusStackConfig
 from ..ops.iir import MODES
 
 
@@ -25,6 +25,8 @@ def stack_field(name: str, default: Optional[Any] = None):
 class FocusModelConfig(FocusStackConfig, FairseqDataclass):
     focus_filter: ChoiceEnum(list(FILTERS)) = stack_field("focus_filter")
     iir_mode: ChoiceEnum(list(MODES)) = stack_field("iir_mode")
+    block_wiring: ChoiceEnum(list(WIRINGS)) = stack_field("block_wiring")
+    rel_pos_bias: ChoiceEnum(list(REL_POS_BIASES)) = stack_field("rel_pos_bias")
 
 
 def set_default(args, name: str, value) -> None:

@@ -6,6 +6,8 @@ and its help text live in exactly one place and surface as ``--kebab-case`` CLI 
 from dataclasses import dataclass, field
 
 FILTERS = ("adaptive", "static", "ema")
+WIRINGS = ("paper", "mega")  # --block-wiring (issue 10)
+REL_POS_BIASES = ("simple", "rotary")  # --rel-pos-bias (issue 10)
 
 
 @dataclass
@@ -40,6 +42,18 @@ class FocusStackConfig:
     hidden_dropout: float = field(default=0.0, metadata={"help": "dropout inside the FFN and on attention values"})
     normalize_before: bool = field(default=True, metadata={"help": "pre-norm blocks (and a final norm)"})
     no_affine_final_norm: bool = field(default=False, metadata={"help": "final LayerNorm without affine parameters"})
+    # -- block wiring (issue 10) --
+    block_wiring: str = field(
+        default="paper",
+        metadata={"help": "paper: the paper's eq. 9-14 (Q from the input, K, V and gates from x_f); mega: MEGA's "
+                          "gated attention with the filter output in the place of MEGA's EMA output (shared z -> "
+                          "q, k; values from the input); mega with --focus-filter ema is MEGA's block"},
+    )
+    rel_pos_bias: str = field(
+        default="simple",
+        metadata={"help": "relative position bias in each chunk: simple: a learned scalar per offset; rotary: "
+                          "MEGA's rotary bias (two learned Z-vectors rotated per position; MEGA's enwik8 runs)"},
+    )
 
 
 def validate(cfg: FocusStackConfig) -> None:
@@ -48,5 +62,11 @@ def validate(cfg: FocusStackConfig) -> None:
     from ..ops.iir import MODES
     if cfg.iir_mode not in MODES:
         raise ValueError(f"--iir-mode must be one of {MODES}, got {cfg.iir_mode!r}")
+    if cfg.block_wiring not in WIRINGS:
+        raise ValueError(f"--block-wiring must be one of {WIRINGS}, got {cfg.block_wiring!r}")
+    if cfg.rel_pos_bias not in REL_POS_BIASES:
+        raise ValueError(f"--rel-pos-bias must be one of {REL_POS_BIASES}, got {cfg.rel_pos_bias!r}")
+    if cfg.rel_pos_bias == "rotary" and cfg.decoder_z_dim % 2 != 0:
+        raise ValueError(f"--rel-pos-bias rotary needs an even --decoder-z-dim, got {cfg.decoder_z_dim}")
     if cfg.focus_filter == "adaptive" and cfg.bin_size % cfg.oversampling != 0:
         raise ValueError(f"--bin-size {cfg.bin_size} must be a multiple of --oversampling {cfg.oversampling}")
