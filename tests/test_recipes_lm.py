@@ -321,8 +321,10 @@ def test_train_script_maps_its_variables_to_fairseq_flags(tmp_path):
     args = run(["bash", str(RECIPES / "text8" / "train.sh")],
                env={**env, "GPUS": "0", "VARIANT": "static"}).stdout.splitlines()
     assert flag(args, "--arch") == "focus_lm_text8_static" and "--cpu" in args
+    args = run(["bash", script], env={**env, "GPUS": "0", "VARIANT": "mega"}).stdout.splitlines()
+    assert flag(args, "--arch") == "focus_lm_enwik8_mega"
 
-    for bad, pattern in (({"VARIANT": "mega"}, "VARIANT must be"), ({"PRECISION": "bf16"}, "PRECISION=bf16 is not available")):
+    for bad, pattern in (({"VARIANT": "hyena"}, "VARIANT must be"), ({"PRECISION": "bf16"}, "PRECISION=bf16 is not available")):
         proc = run(["bash", script], env={**env, "GPUS": "1", **bad}, check=False)
         assert_one_line_error(proc, pattern)
 
