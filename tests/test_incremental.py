@@ -137,19 +137,22 @@ def byte_dictionary() -> Dictionary:
     return d
 
 
-VARIANTS = [  # (focus_filter, iir_mode, share_hypernet)
+VARIANTS = [  # (focus_filter, iir_mode, share_hypernet, block_wiring)
     ("adaptive", "causal", True), ("adaptive", "carry", True), ("adaptive", "causal", False),
     ("adaptive", "carry", False), ("static", "causal", True), ("static", "carry", True), ("ema", "causal", True),
 ]
+VARIANTS = [v + ("paper",) for v in VARIANTS] + [v + ("mega",) for v in VARIANTS if v[2]]  # mega: every filter and mode
 LENGTH = 61  # bins of 8 and chunks of 12: a multiple of neither, crossing both several times
 
 
-def tiny_decoder(focus_filter, iir_mode, share_hypernet, seed=0) -> FocusDecoder:
+def tiny_decoder(focus_filter, iir_mode, share_hypernet, block_wiring="paper", seed=0) -> FocusDecoder:
+    """The mega wiring with MEGA's rotary relative bias, the paper wiring with the simple one."""
     torch.manual_seed(seed)
     cfg = FocusLMConfig(
         decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=24, decoder_z_dim=8,
         bin_size=8, oversampling=4, chunk_size=12, hyper_kernel_size=20, num_filters=2, focus_filter=focus_filter,
         iir_mode=iir_mode, share_hypernet=share_hypernet, max_target_positions=4096, dropout=0.1,
+        block_wiring=block_wiring, rel_pos_bias="rotary" if block_wiring == "mega" else "simple",
     )
     decoder = FocusDecoder(cfg, byte_dictionary())
     # make the filters matter: a larger global-conv kernel and embeddings spread Θ over (0, 1)

@@ -147,3 +147,30 @@ def test_parameter_count_is_megas(rel_pos_bias):
 def test_bad_rel_pos_bias_is_one_line_error():
     with pytest.raises(ValueError, match="rel-pos-bias"):
         MegaGatedAttention(D, Z, H, M, EMAFilter(D, N), 0.0, 0.0, 0.0, True, "alibi")
+
+
+MEGA_ENWIK8 = 39_137_792  # mega_lm_enwik8_base as MEGA counts (sum of numel, tied embedding once), V = 208
+
+
+def mega_lm_count(vocab, layers=12, d=512, z=128, h=1024, n=16, m=2048, ffn=1024):
+    """MEGA's LM: layers × (gated attention + NFFN) + the tied embedding; the final norm has no affine."""
+    nffn = 2 * d + (d * ffn + ffn) + (ffn * d + d)
+    return layers * (mega_layer_count(d, z, h, n, m, "rotary") + nffn) + vocab * d
+
+
+def test_mega_enwik8_arch_has_megas_parameter_count(tmp_path):
+    """focus_lm_enwik8_ema built as fairseq-train builds it, for the byte dictionary (260 entries)."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from helpers import USER_DIR
+    (tmp_path / "dict.txt").write_text("".join(f"{b} 1\n" for b in range(256)))
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(tmp_path), "--user-dir", USER_DIR, "--task", "focus_lm", "--arch", "focus_lm_enwik8_ema", "--cpu"])
+    model = tasks.setup_task(convert_namespace_to_omegaconf(args).task).build_model(convert_namespace_to_omegaconf(args).model)
+    assert mega_lm_count(208) == MEGA_ENWIK8
+    attn = model.decoder.stack.blocks[0].attn
+    assert isinstance(attn, MegaGatedAttention) and isinstance(attn.filter, EMAFilter)
+    assert not model.decoder.stack.final_norm.elementwise_affine
+    count = sum(p.numel() for p in model.parameters())
+    assert count == mega_lm_count(260)  # 39,164,416: only the vocabulary differs
+    assert abs(count - MEGA_ENWIK8) / MEGA_ENWIK8 < 0.02  # measured +0.068%

@@ -14,6 +14,8 @@ from fairseq_focus.models.focus_lm import FocusDecoder, FocusLanguageModel, Focu
 from fairseq_focus.tasks.focus_lm import FocusLMTask
 
 VARIANTS = [("adaptive", "causal"), ("adaptive", "carry"), ("static", "causal"), ("static", "carry"), ("ema", "causal")]
+# every filter and causal mode in both block wirings (issue 10): (filter, iir mode, block wiring)
+WIRED = [(filt, mode, wiring) for wiring in ("paper", "mega") for filt, mode in VARIANTS]
 
 
 def byte_dictionary():
@@ -37,9 +39,11 @@ def tiny_cfg(filt="adaptive", mode="causal", **overrides):
     return replace(cfg, **overrides)
 
 
-def build(filt="adaptive", mode="causal", seed=0, **overrides):
+def build(filt="adaptive", mode="causal", seed=0, wiring="paper", **overrides):
+    """The mega wiring with MEGA's rotary bias (its LM's), the paper wiring with the simple one."""
     torch.manual_seed(seed)
-    return FocusDecoder(tiny_cfg(filt, mode, **overrides), DICT).eval()
+    bias = "rotary" if wiring == "mega" else "simple"
+    return FocusDecoder(tiny_cfg(filt, mode, block_wiring=wiring, rel_pos_bias=bias, **overrides), DICT).eval()
 
 
 def log_probs(decoder):
@@ -50,10 +54,9 @@ def random_tokens(bsz, length, seed=0):
     return torch.randint(VOCAB.start, VOCAB.stop, (bsz, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
-@pytest.mark.parametrize("share", [True, False])
-def test_model_is_causal(filt, mode, share):
-    decoder = build(filt, mode, share_hypernet=share)
+@pytest.mark.parametrize("filt,mode,wiring,share", [v + (True,) for v in WIRED] + [v + ("paper", False) for v in VARIANTS])
+def test_model_is_causal(filt, mode, wiring, share):
+    decoder = build(filt, mode, wiring=wiring, share_hypernet=share)
     tokens = random_tokens(2, 53)  # not a multiple of the bin (8) or the chunk (6)
     for t in (0, 7, 8, 17, 30, 51):  # bin/chunk boundaries and inside
         assert_causal(log_probs(decoder), tokens, t, VOCAB)
@@ -67,19 +70,19 @@ def test_checker_catches_the_papers_leaky_filter(filt):
         assert_causal(log_probs(decoder), tokens, 17, VOCAB)
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
-def test_prefix_outputs_equal_full_sequence_outputs(filt, mode):
+@pytest.mark.parametrize("filt,mode,wiring", WIRED)
+def test_prefix_outputs_equal_full_sequence_outputs(filt, mode, wiring):
     """Length independence: nothing at position t depends on how long the sequence is."""
-    decoder = build(filt, mode)
+    decoder = build(filt, mode, wiring=wiring)
     tokens = random_tokens(1, 61)
     full = log_probs(decoder)(tokens)
     for length in (1, 5, 8, 13, 24, 40):
         torch.testing.assert_close(log_probs(decoder)(tokens[:, :length]), full[:, :length], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
-def test_batch_of_one_equals_batch_of_two_and_padding_changes_nothing(filt, mode):
-    decoder = build(filt, mode)
+@pytest.mark.parametrize("filt,mode,wiring", WIRED)
+def test_batch_of_one_equals_batch_of_two_and_padding_changes_nothing(filt, mode, wiring):
+    decoder = build(filt, mode, wiring=wiring)
     a, b = random_tokens(1, 30, 1), random_tokens(1, 30, 2)
     alone = log_probs(decoder)(a)
     together = log_probs(decoder)(torch.cat([a, b]))
@@ -97,9 +100,9 @@ def test_building_a_causal_lm_with_the_paper_filter_fails_with_a_reason():
     check_causal(tiny_cfg("ema", "paper"))  # the EMA variant has no IIR filter to leak
 
 
-@pytest.mark.parametrize("filt,mode", VARIANTS)
-def test_every_parameter_gets_a_gradient(filt, mode):
-    decoder = build(filt, mode).train()
+@pytest.mark.parametrize("filt,mode,wiring", WIRED)
+def test_every_parameter_gets_a_gradient(filt, mode, wiring):
+    decoder = build(filt, mode, wiring=wiring).train()
     tokens = random_tokens(2, 40)
     logits, _ = decoder(tokens)
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
@@ -123,8 +126,7 @@ def test_hypernetwork_theta_of_a_bin_depends_only_on_earlier_bins():
 
 def test_registered_names_resolve_to_our_classes():
     assert MODEL_REGISTRY["focus_lm"] is FocusLanguageModel
-    for arch in ["focus_lm", "focus_lm_enwik8", "focus_lm_enwik8_static", "focus_lm_enwik8_ema",
-                 "focus_lm_text8", "focus_lm_text8_static", "focus_lm_text8_ema"]:
+    for arch in ["focus_lm"] + [f"focus_lm_{c}{s}" for c in ("enwik8", "text8") for s in ("", "_static", "_ema", "_mega")]:
         assert ARCH_MODEL_REGISTRY[arch] is FocusLanguageModel, arch
     assert TASK_REGISTRY["focus_lm"] is FocusLMTask
 

@@ -50,9 +50,9 @@ class FocusLanguageModel(FairseqLanguageModel):
         check_causal(cfg)
         model = cls(FocusDecoder(cfg, task.target_dictionary))
         logger.info(
-            "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, layers=%d, D=%d",
+            "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, wiring=%s, layers=%d, D=%d",
             count_parameters(model), count_parameters(model) / 1e6, cfg.focus_filter, cfg.iir_mode,
-            cfg.decoder_layers, cfg.decoder_embed_dim,
+            cfg.block_wiring, cfg.decoder_layers, cfg.decoder_embed_dim,
         )
         return model
 
