@@ -12,8 +12,8 @@ from pathlib import Path
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-ARCHS = ["focus_lm", "focus_lm_enwik8", "focus_lm_enwik8_static", "focus_lm_enwik8_ema",
-         "focus_lm_text8", "focus_lm_text8_static", "focus_lm_text8_ema"]
+ARCHS = ["focus_lm"] + [f"focus_lm_{corpus}{suffix}" for corpus in ("enwik8", "text8")
+                        for suffix in ("", "_static", "_ema", "_mega")]
 
 
 def count(arch: str, data_dir: str) -> int:

@@ -175,6 +175,8 @@ def test_recall_models_are_causal(arch, extra):
     """Changing input token s changes no logit at a position t < s (L = 62: 4 bins of 16 and a short
     fifth one; attention chunks of 32)."""
     task, model = _recall_model(arch, 62, extra)
+    wiring = type(model.decoder.stack.blocks[0].attn).__name__
+    assert wiring == ("MegaGatedAttention" if arch == "focus_recall_ema" else "FocusGatedAttention")
     tokens = torch.from_numpy(task.examples()[0][:2, :-1]).long() + task.dictionary.nspecial  # (2, 63)
     with torch.no_grad():
         base = model(tokens)[0]

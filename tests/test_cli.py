@@ -26,11 +26,16 @@ def eval_lm(data, ckpt, extra=()):
     return float(match.group(1))
 
 
-@pytest.mark.parametrize("filt", ["adaptive", "static", "ema"])
-def test_train_then_eval_lm_reports_bpc(byte_corpus, tmp_path, filt):
-    proc = train(byte_corpus, tmp_path / "ckpt", 6, ["--focus-filter", filt, "--tensorboard-logdir", str(tmp_path / "tb")])
+@pytest.mark.parametrize("filt,wiring", [("adaptive", "paper"), ("static", "paper"), ("ema", "paper"),
+                                         ("ema", "mega"), ("adaptive", "mega")])
+def test_train_then_eval_lm_reports_bpc(byte_corpus, tmp_path, filt, wiring):
+    """The mega wiring comes from its flag (MEGA: ema) and from the named arch (MEGA with the IIR
+    head, at the tiny size the flags give)."""
+    model = ["--focus-filter", filt, "--block-wiring", wiring] if filt == "ema" or wiring == "paper" else \
+        ["--arch", "focus_lm_enwik8_mega"]
+    proc = train(byte_corpus, tmp_path / "ckpt", 6, [*model, "--tensorboard-logdir", str(tmp_path / "tb")])
     log = proc.stdout + proc.stderr
-    assert f"filter={filt}" in log and re.search(r"focus_lm: \d+ parameters", log)
+    assert f"filter={filt}" in log and f"wiring={wiring}" in log and re.search(r"focus_lm: \d+ parameters", log)
     assert re.search(r"valid on 'valid' subset .*\| bpc [0-9.]+", log), "the task logs valid BPC"
     assert list((tmp_path / "tb").rglob("events.out.tfevents*")), "tensorboard logs were written"
     bpc = eval_lm(byte_corpus, tmp_path / "ckpt" / "checkpoint_best.pt")

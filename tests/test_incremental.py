@@ -142,16 +142,20 @@ VARIANTS = [  # (focus_filter, iir_mode, share_hypernet[, theta_param]); stable:
     ("adaptive", "carry", False), ("static", "causal", True), ("static", "carry", True), ("ema", "causal", True),
     ("adaptive", "carry", True, "stable"), ("adaptive", "causal", False, "stable"), ("static", "carry", True, "stable"),
 ]
+VARIANTS = [(v + ("paper",))[:4] + ("paper",) for v in VARIANTS] + [v[:3] + ("paper", "mega") for v in VARIANTS[:7] if v[2]]
 LENGTH = 61  # bins of 8 and chunks of 12: a multiple of neither, crossing both several times
 
 
-def tiny_decoder(focus_filter, iir_mode, share_hypernet, theta_param="paper", seed=0) -> FocusDecoder:
+def tiny_decoder(focus_filter, iir_mode, share_hypernet, theta_param="paper", block_wiring="paper",
+                 seed=0) -> FocusDecoder:
+    """The mega wiring with MEGA's rotary relative bias, the paper wiring with the simple one."""
     torch.manual_seed(seed)
     ring = {"theta_init": "ring"} if theta_param == "stable" else {}
     cfg = FocusLMConfig(**ring, theta_param=theta_param,
         decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=24, decoder_z_dim=8,
         bin_size=8, oversampling=4, chunk_size=12, hyper_kernel_size=20, num_filters=2, focus_filter=focus_filter,
         iir_mode=iir_mode, no_share_hypernet=not share_hypernet, max_target_positions=4096, dropout=0.1,
+        block_wiring=block_wiring, rel_pos_bias="rotary" if block_wiring == "mega" else "simple",
     )
     decoder = FocusDecoder(cfg, byte_dictionary())
     # make the filters matter: a larger global-conv kernel and embeddings spread Θ over (0, 1)

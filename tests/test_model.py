@@ -14,9 +14,11 @@ from fairseq_focus.models.focus_lm import FocusDecoder, FocusLanguageModel, Focu
 from fairseq_focus.tasks.focus_lm import FocusLMTask
 
 PAPER = [("adaptive", "causal"), ("adaptive", "carry"), ("static", "causal"), ("static", "carry"), ("ema", "causal")]
-# (filter, mode, Θ map): every variant with eq. 5's map, and the IIR ones again with the stable map
-# started on the ring 0.9 ≤ |p| ≤ 0.999 (long memory: what carries across bins in carry mode)
-VARIANTS = [(f, m, "paper") for f, m in PAPER] + [(f, m, "stable") for f, m in PAPER if f != "ema"]
+# (filter, mode, Θ map, block wiring): every variant with eq. 5's map, the IIR ones again with the stable
+# map started on the ring 0.9 ≤ |p| ≤ 0.999 (long memory: what carries across bins in carry mode), and
+# every filter and causal mode in MEGA's block wiring (issue 10)
+VARIANTS = ([(f, m, "paper", "paper") for f, m in PAPER] + [(f, m, "stable", "paper") for f, m in PAPER if f != "ema"]
+            + [(f, m, "paper", "mega") for f, m in PAPER])
 THETA = {"paper": {}, "stable": {"theta_param": "stable", "theta_init": "ring"}}
 
 
@@ -41,9 +43,12 @@ def tiny_cfg(filt="adaptive", mode="causal", theta="paper", **overrides):
     return replace(cfg, **THETA[theta], **overrides)
 
 
-def build(filt="adaptive", mode="causal", seed=0, theta="paper", **overrides):
+def build(filt="adaptive", mode="causal", seed=0, theta="paper", wiring="paper", **overrides):
+    """The mega wiring with MEGA's rotary bias (its LM's), the paper wiring with the simple one."""
     torch.manual_seed(seed)
-    return FocusDecoder(tiny_cfg(filt, mode, theta, **overrides), DICT).eval()
+    bias = "rotary" if wiring == "mega" else "simple"
+    cfg = tiny_cfg(filt, mode, theta, block_wiring=wiring, rel_pos_bias=bias, **overrides)
+    return FocusDecoder(cfg, DICT).eval()
 
 
 def log_probs(decoder):
@@ -54,10 +59,10 @@ def random_tokens(bsz, length, seed=0):
     return torch.randint(VOCAB.start, VOCAB.stop, (bsz, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
-@pytest.mark.parametrize("share", [True, False])
-def test_model_is_causal(filt, mode, theta, share):
-    decoder = build(filt, mode, theta=theta, no_share_hypernet=not share)
+@pytest.mark.parametrize("filt,mode,theta,wiring,share", [v + (True,) for v in VARIANTS]
+                         + [v + (False,) for v in VARIANTS if v[3] == "paper"])
+def test_model_is_causal(filt, mode, theta, wiring, share):
+    decoder = build(filt, mode, theta=theta, wiring=wiring, no_share_hypernet=not share)
     tokens = random_tokens(2, 53)  # not a multiple of the bin (8) or the chunk (6)
     for t in (0, 7, 8, 17, 30, 51):  # bin/chunk boundaries and inside
         assert_causal(log_probs(decoder), tokens, t, VOCAB)
@@ -71,19 +76,19 @@ def test_checker_catches_the_papers_leaky_filter(filt):
         assert_causal(log_probs(decoder), tokens, 17, VOCAB)
 
 
-@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
-def test_prefix_outputs_equal_full_sequence_outputs(filt, mode, theta):
+@pytest.mark.parametrize("filt,mode,theta,wiring", VARIANTS)
+def test_prefix_outputs_equal_full_sequence_outputs(filt, mode, theta, wiring):
     """Length independence: nothing at position t depends on how long the sequence is."""
-    decoder = build(filt, mode, theta=theta)
+    decoder = build(filt, mode, theta=theta, wiring=wiring)
     tokens = random_tokens(1, 61)
     full = log_probs(decoder)(tokens)
     for length in (1, 5, 8, 13, 24, 40):
         torch.testing.assert_close(log_probs(decoder)(tokens[:, :length]), full[:, :length], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
-def test_batch_of_one_equals_batch_of_two_and_padding_changes_nothing(filt, mode, theta):
-    decoder = build(filt, mode, theta=theta)
+@pytest.mark.parametrize("filt,mode,theta,wiring", VARIANTS)
+def test_batch_of_one_equals_batch_of_two_and_padding_changes_nothing(filt, mode, theta, wiring):
+    decoder = build(filt, mode, theta=theta, wiring=wiring)
     a, b = random_tokens(1, 30, 1), random_tokens(1, 30, 2)
     alone = log_probs(decoder)(a)
     together = log_probs(decoder)(torch.cat([a, b]))
@@ -101,9 +106,9 @@ def test_building_a_causal_lm_with_the_paper_filter_fails_with_a_reason():
     check_causal(tiny_cfg("ema", "paper"))  # the EMA variant has no IIR filter to leak
 
 
-@pytest.mark.parametrize("filt,mode,theta", VARIANTS)
-def test_every_parameter_gets_a_gradient(filt, mode, theta):
-    decoder = build(filt, mode, theta=theta).train()
+@pytest.mark.parametrize("filt,mode,theta,wiring", VARIANTS)
+def test_every_parameter_gets_a_gradient(filt, mode, theta, wiring):
+    decoder = build(filt, mode, theta=theta, wiring=wiring).train()
     tokens = random_tokens(2, 40)
     logits, _ = decoder(tokens)
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
@@ -127,19 +132,19 @@ def test_hypernetwork_theta_of_a_bin_depends_only_on_earlier_bins():
 
 def test_registered_names_resolve_to_our_classes():
     assert MODEL_REGISTRY["focus_lm"] is FocusLanguageModel
-    for arch in ["focus_lm", "focus_lm_enwik8", "focus_lm_enwik8_static", "focus_lm_enwik8_ema",
-                 "focus_lm_text8", "focus_lm_text8_static", "focus_lm_text8_ema"]:
+    for arch in ["focus_lm"] + [f"focus_lm_{c}{s}" for c in ("enwik8", "text8") for s in ("", "_static", "_ema", "_mega")]:
         assert ARCH_MODEL_REGISTRY[arch] is FocusLanguageModel, arch
     assert TASK_REGISTRY["focus_lm"] is FocusLMTask
 
 
 @pytest.mark.parametrize("share", [True, False])
 def test_a_state_dict_from_before_the_encoder_rename_loads(share):
-    """Checkpoints name the hypernetwork encoder ``shared_hyper`` / ``own_global``; they still load."""
+    """Checkpoints name the hypernetwork encoder ``shared_hyper`` / ``own_global`` and the simple relative
+    bias ``rel_pos_bias``; they still load."""
     model = FocusLanguageModel(build("adaptive", "causal", no_share_hypernet=not share))
     new = model.state_dict()
-    old = {k.replace("shared_encoder.", "shared_hyper.").replace("own_encoder.", "own_global."): v.clone()
-           for k, v in new.items()}
+    old = {k.replace("shared_encoder.", "shared_hyper.").replace("own_encoder.", "own_global.")
+           .replace("rel_pos.weight", "rel_pos_bias"): v.clone() for k, v in new.items()}
     assert set(old) != set(new)  # the test really feeds old names
     fresh = FocusLanguageModel(build("adaptive", "causal", seed=1, no_share_hypernet=not share))
     fresh.load_state_dict(old)

@@ -175,7 +175,7 @@ BPC_LINE = re.compile(r"^test BPC = (\S+) \(protocol: (\w+):.*; ([\d,]+) tokens\
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("corpus,variant,precision", [("enwik8", "focus", "fp32"), ("text8", "static", "bf16")])
+@pytest.mark.parametrize("corpus,variant,precision", [("enwik8", "focus", "fp32"), ("text8", "mega", "bf16")])
 def test_train_then_eval_prints_finite_bpc_for_every_protocol(prepared, tmp_path, corpus, variant, precision):
     data_bin, _ = prepared[corpus]
     save_dir = tmp_path / "ckpt"
@@ -323,11 +323,13 @@ def test_train_script_maps_its_variables_to_fairseq_flags(tmp_path):
     args = run(["bash", str(RECIPES / "text8" / "train.sh")],
                env={**env, "GPUS": "0", "VARIANT": "static"}).stdout.splitlines()
     assert flag(args, "--arch") == "focus_lm_text8_static" and "--cpu" in args
+    args = run(["bash", script], env={**env, "GPUS": "0", "VARIANT": "mega"}).stdout.splitlines()
+    assert flag(args, "--arch") == "focus_lm_enwik8_mega"
 
     args = run(["bash", script], env={**env, "GPUS": "1", "PRECISION": "bf16"}).stdout.splitlines()
     assert "--autocast-bf16" in args and "--bf16" not in args and "--amp" not in args  # fairseq's --bf16 means TPU
 
-    for bad, pattern in (({"VARIANT": "mega"}, "VARIANT must be"), ({"PRECISION": "fp8"}, "PRECISION must be fp32, fp16 or bf16")):
+    for bad, pattern in (({"VARIANT": "hyena"}, "VARIANT must be"), ({"PRECISION": "fp8"}, "PRECISION must be fp32, fp16 or bf16")):
         proc = run(["bash", script], env={**env, "GPUS": "1", **bad}, check=False)
         assert_one_line_error(proc, pattern)
 

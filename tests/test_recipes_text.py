@@ -220,6 +220,7 @@ def test_text_train_maps_variant_and_model_args_to_fairseq_flags(tmp_path):
     args = run(["bash", str(RECIPES / "wikitext103" / "train.sh")],
                env={**env, "GPUS": "1", "VARIANT": "ema", "SAVE_DIR": ""}).stdout.splitlines()
     assert flag(args, "--focus-filter") == "ema" and flag(args, "--save-dir") == "checkpoints/wikitext103_focus_lm_ema"
+    assert flag(args, "--block-wiring") == "mega"  # VARIANT=ema is MEGA's block
     # MEGA's wikitext-103 model and settings (mega_lm_adaptive_big; examples/mega/README.lm.md)
     for name, value in {"--decoder-layers": "16", "--decoder-embed-dim": "1024", "--decoder-hidden-dim": "2048",
                         "--decoder-ffn-embed-dim": "2048", "--decoder-z-dim": "256", "--chunk-size": "1024",

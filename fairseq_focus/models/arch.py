@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..modules.config import FILTERS, THETA_INITS, FocusStackConfig
+from ..modules.config import FILTERS, REL_POS_BIASES, THETA_INITS, WIRINGS, FocusStackConfig
 from ..ops.iir import MODES
 from ..ops.theta import PARAMS
 
@@ -28,6 +28,8 @@ class FocusModelConfig(FocusStackConfig, FairseqDataclass):
     iir_mode: ChoiceEnum(list(MODES)) = stack_field("iir_mode")
     theta_param: ChoiceEnum(list(PARAMS)) = stack_field("theta_param")
     theta_init: ChoiceEnum(list(THETA_INITS)) = stack_field("theta_init")
+    block_wiring: ChoiceEnum(list(WIRINGS)) = stack_field("block_wiring")
+    rel_pos_bias: ChoiceEnum(list(REL_POS_BIASES)) = stack_field("rel_pos_bias")
 
 
 def set_default(args, name: str, value) -> None:

@@ -12,7 +12,7 @@ label is read after a strictly left-to-right pass.
 
 Registered through ``--user-dir fairseq_focus``: model ``focus_classifier`` (small default) and archs
 ``focus_smnist``, ``focus_pmnist``, ``focus_scifar``, each also as ``_static`` (Focus-H: learned Θ,
-the paper's ablation) and ``_ema`` (MEGA's multi-head EMA in place of the IIR head).
+the paper's ablation) and ``_ema`` (MEGA: MEGA's block wiring with its multi-head EMA, causal).
 
 The task's pixel permutation (pMNIST) is kept in the buffers ``pixel_permutation`` / ``permute_seed``
 so it travels inside every checkpoint; ``load_state_dict`` refuses a checkpoint whose permutation
@@ -114,10 +114,13 @@ def _image_arch(args, filt: str, length: int) -> None:
     The paper gives no other widths for images: the value/gate dim H = 2·D and the z dim 128 follow
     MEGA's ratios, the FFN is D wide as in MEGA's LRA image model. Bins of L/4 samples (the paper's
     NFFT = L/4, Table 6); one attention chunk spans the whole image (M = L), so no padding is needed
-    (L is a multiple of both); the global conv kernel covers the whole image.
+    (L is a multiple of both); the global conv kernel covers the whole image. The ``_ema`` archs are
+    MEGA's block (``--block-wiring mega``), causal: MEGA's image models use a bidirectional EMA and
+    non-causal attention (README, departures).
     """
     set_defaults(args, {
         "focus_filter": filt,
+        "block_wiring": "mega" if filt == "ema" else "paper",
         "decoder_layers": 6,
         "decoder_embed_dim": 512,
         "decoder_hidden_dim": 1024,
@@ -131,8 +134,8 @@ def _image_arch(args, filt: str, length: int) -> None:
 
 
 # Parameter counts (the "focus_classifier: N parameters" line fairseq-train logs; tests check them):
-# focus_smnist / focus_pmnist 16.98M, _static 16.58M, _ema 16.77M;
-# focus_scifar (3 channels) 17.11M, _static 16.58M, _ema 16.78M.
+# focus_smnist / focus_pmnist 16.98M, _static 16.58M, _ema 16.38M;
+# focus_scifar (3 channels) 17.11M, _static 16.58M, _ema 16.39M.
 for _name, _length in (("smnist", 784), ("pmnist", 784), ("scifar", 1024)):
     for _suffix, _filter in (("", "adaptive"), ("_static", "static"), ("_ema", "ema")):
         register_model_architecture("focus_classifier", f"focus_{_name}{_suffix}")(

@@ -58,9 +58,9 @@ class FocusLanguageModel(FairseqLanguageModel):
         check_causal(cfg)
         model = cls(FocusDecoder(cfg, task.target_dictionary))
         logger.info(
-            "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, layers=%d, D=%d",
+            "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, wiring=%s, layers=%d, D=%d",
             count_parameters(model), count_parameters(model) / 1e6, cfg.focus_filter, cfg.iir_mode,
-            cfg.decoder_layers, cfg.decoder_embed_dim,
+            cfg.block_wiring, cfg.decoder_layers, cfg.decoder_embed_dim,
         )
         return model
 
@@ -175,10 +175,38 @@ def _paper_lm(args, filt: str, layers: int, value_dim: int) -> None:
     base_architecture(args)
 
 
+# MEGA's enwik8 model (mega_lm_enwik8_base and the enwik8 command of MEGA's examples/mega/README.lm.md):
+# MEGA's block wiring, 12 layers, D 512, Z 128, H 1024, FFN 1024, EMA dim 16, chunks of 2048, the rotary
+# relative bias, dropout 0.1 / attention 0 / hidden 0, a final norm without affine parameters.
+MEGA_LM = {
+    "block_wiring": "mega",
+    "decoder_layers": 12,
+    "decoder_embed_dim": 512,
+    "decoder_z_dim": 128,
+    "decoder_hidden_dim": 1024,
+    "decoder_ffn_embed_dim": 1024,
+    "ema_ndim": 16,
+    "chunk_size": 2048,
+    "rel_pos_bias": "rotary",
+    "dropout": 0.1,
+    "attention_dropout": 0.0,
+    "hidden_dropout": 0.0,
+}
+# The adaptive IIR head in MEGA's place (bins and global kernel as the paper's Focus LM).
+IIR_HEAD = {"focus_filter": "adaptive", "iir_mode": "carry", "bin_size": 128, "hyper_kernel_size": 2048}
+
+
+def _mega_lm(args, head) -> None:
+    set_defaults(args, {**head, **MEGA_LM})
+    args.no_affine_final_norm = True  # a store_true flag reaches the arch as False, never None
+    base_architecture(args)
+
+
 for _corpus in ("enwik8", "text8"):
-    # Focus / Focus-H: 8 layers, value dim 512 -> 21.2M / 20.1M parameters for 260 byte tokens (paper: 22M / 21M).
-    # MEGA baseline: mega_lm_enwik8_base's depth and widths (12 layers, value dim 1024, z 128,
-    # EMA ndim 16) -> 40.0M (MEGA: 39M). Counts: python examples/count_params.py
+    # The paper's Focus / Focus-H: 8 layers, value dim 512, paper wiring.
+    # focus_lm_<corpus>_ema is MEGA (MEGA_LM with MEGA's EMA); focus_lm_<corpus>_mega is MEGA with the IIR head.
+    # Parameter counts for 260 byte tokens: python examples/count_params.py (README's table).
     register_model_architecture("focus_lm", f"focus_lm_{_corpus}")(lambda args: _paper_lm(args, "adaptive", 8, 512))
     register_model_architecture("focus_lm", f"focus_lm_{_corpus}_static")(lambda args: _paper_lm(args, "static", 8, 512))
-    register_model_architecture("focus_lm", f"focus_lm_{_corpus}_ema")(lambda args: _paper_lm(args, "ema", 12, 1024))
+    register_model_architecture("focus_lm", f"focus_lm_{_corpus}_ema")(lambda args: _mega_lm(args, {"focus_filter": "ema"}))
+    register_model_architecture("focus_lm", f"focus_lm_{_corpus}_mega")(lambda args: _mega_lm(args, IIR_HEAD))

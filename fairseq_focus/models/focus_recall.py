@@ -21,7 +21,7 @@ arch                           model                       paper's name
 =============================  ==========================  ============================
 focus_recall                   focus_lm, adaptive filter   Focus
 focus_recall_static            focus_lm, static filter     Focus-H
-focus_recall_ema               focus_lm, MEGA's EMA        MEGA-EMA
+focus_recall_ema               focus_lm, MEGA's block      MEGA-EMA
 focus_recall_transformer       fairseq's transformer_lm    Transformer (attention only)
 =============================  ==========================  ============================
 """
@@ -56,6 +56,7 @@ def _focus_recall(args, name: str, filt: str) -> None:
     seq_len = _needs_seq_len(args, name)
     set_defaults(args, {
         "focus_filter": filt,
+        "block_wiring": "mega" if filt == "ema" else "paper",  # the _ema arch is MEGA's block
         "decoder_layers": LAYERS,
         "decoder_embed_dim": WIDTH,
         "decoder_hidden_dim": 2 * WIDTH,

@@ -15,6 +15,8 @@ THETA_INITS = ("default", "ring")
 # its dataclass lacks) and the old flag keeps meaning what it says. :func:`upgrade_renamed` folds it in.
 OLD_NAME = "old name of the default, kept for old checkpoints and command lines; see --{}"
 RENAMED = {"share_hypernet": "no_share_hypernet", "normalize_before": "no_normalize_before"}
+WIRINGS = ("paper", "mega")
+REL_POS_BIASES = ("simple", "rotary")
 
 
 @dataclass
@@ -83,6 +85,18 @@ class FocusStackConfig:
         default=False,
         metadata={"help": "move checkpointed activations to CPU after they are used (implies --checkpoint-activations)"},
     )
+    # -- block wiring --
+    block_wiring: str = field(
+        default="paper",
+        metadata={"help": "paper: the paper's eq. 9-14 (Q from the input, K, V and gates from x_f); mega: MEGA's "
+                          "gated attention with the filter output in the place of MEGA's EMA output (shared z -> "
+                          "q, k; values from the input); mega with --focus-filter ema is MEGA's block"},
+    )
+    rel_pos_bias: str = field(
+        default="simple",
+        metadata={"help": "relative position bias in each chunk: simple: a learned scalar per offset; rotary: "
+                          "MEGA's rotary bias (two learned Z-vectors rotated per position; MEGA's enwik8 runs)"},
+    )
 
 
 def upgrade_renamed(cfg, renamed: Dict[str, str] = RENAMED) -> None:
@@ -119,5 +133,11 @@ def validate(cfg: FocusStackConfig) -> None:
     if not 0.0 <= cfg.theta_ring_rmin <= cfg.theta_ring_rmax < MAX_RADIUS:
         raise ValueError(f"need 0 <= --theta-ring-rmin <= --theta-ring-rmax < {MAX_RADIUS}, "
                          f"got {cfg.theta_ring_rmin}, {cfg.theta_ring_rmax}")
+    if cfg.block_wiring not in WIRINGS:
+        raise ValueError(f"--block-wiring must be one of {WIRINGS}, got {cfg.block_wiring!r}")
+    if cfg.rel_pos_bias not in REL_POS_BIASES:
+        raise ValueError(f"--rel-pos-bias must be one of {REL_POS_BIASES}, got {cfg.rel_pos_bias!r}")
+    if cfg.rel_pos_bias == "rotary" and cfg.decoder_z_dim % 2 != 0:
+        raise ValueError(f"--rel-pos-bias rotary needs an even --decoder-z-dim, got {cfg.decoder_z_dim}")
     if cfg.focus_filter == "adaptive" and cfg.bin_size % cfg.oversampling != 0:
         raise ValueError(f"--bin-size {cfg.bin_size} must be a multiple of --oversampling {cfg.oversampling}")

@@ -1,5 +1,5 @@
 # Sourced by recipes/text/{prepare,train,eval}.sh: the variables they share, resolved once.
-#   CORPUS (a name, default "text"), DATA_BIN, VARIANT (focus | static | ema) -> FILTER, ARCH, SAVE_DIR
+#   CORPUS (a name, default "text"), DATA_BIN, VARIANT (focus | static | ema) -> VARIANT_ARGS, ARCH, SAVE_DIR
 die() { echo "error: $*" >&2; exit 1; }
 
 TEXT_RECIPE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -9,9 +9,9 @@ DATA_BIN="${DATA_BIN:-data-bin/${CORPUS}}"
 VARIANT_GIVEN="${VARIANT:+1}"
 VARIANT="${VARIANT:-focus}"
 case "$VARIANT" in
-    focus) FILTER=adaptive ;;   # Focus: adaptive filters (paper)
-    static) FILTER=static ;;    # Focus-H: static learned filters (ablation)
-    ema) FILTER=ema ;;          # MEGA: multi-head damped EMA (baseline)
+    focus) VARIANT_ARGS="--focus-filter adaptive" ;;                 # Focus: adaptive filters (paper)
+    static) VARIANT_ARGS="--focus-filter static" ;;                  # Focus-H: static learned filters (ablation)
+    ema) VARIANT_ARGS="--focus-filter ema --block-wiring mega" ;;    # MEGA: MEGA's block and EMA (baseline)
     *) die "VARIANT must be focus, static or ema, got '$VARIANT'" ;;
 esac
 # One arch, the variant chosen by --focus-filter: the same code path and sizes for all three.

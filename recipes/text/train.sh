@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train Focus / Focus-H / MEGA on a data-bin from recipes/text/prepare.sh, with the byte recipes'
 # training script (recipes/lm/train.sh: same variables, launchers, precision and resume rules).
-# VARIANT=focus|static|ema picks --focus-filter on one arch (ARCH, default focus_lm); MODEL_ARGS
+# VARIANT=focus|static|ema picks --focus-filter (and, for ema, MEGA's --block-wiring) on one arch (ARCH, default focus_lm); MODEL_ARGS
 # sets its sizes (e.g. "--decoder-layers 8 --decoder-embed-dim 512"); CORPUS, DATA_BIN, SAVE_DIR,
 # GPUS, PRECISION, MAX_UPDATE, LR, ... as in recipes/enwik8/README.md. See recipes/text/README.md.
 set -euo pipefail
@@ -16,8 +16,7 @@ for f in dict.txt train.bin train.idx valid.bin valid.idx; do
     [[ -s "$DATA_BIN/$f" ]] || die "DATA_BIN=$DATA_BIN is not a fairseq data-bin: $f is missing (run recipes/text/prepare.sh)"
 done
 
-FILTER_ARGS="--focus-filter $FILTER"
-if [[ -n "$ARCH_GIVEN" && -z "$VARIANT_GIVEN" ]]; then FILTER_ARGS=""; fi
+if [[ -n "$ARCH_GIVEN" && -z "$VARIANT_GIVEN" ]]; then VARIANT_ARGS=""; fi
 export CORPUS DATA_BIN VARIANT ARCH SAVE_DIR USER_DIR
-export EXTRA_ARGS="$FILTER_ARGS $MODEL_ARGS ${EXTRA_ARGS:-}"
+export EXTRA_ARGS="$VARIANT_ARGS $MODEL_ARGS ${EXTRA_ARGS:-}"
 exec bash "$TEXT_RECIPE/../lm/train.sh"
