@@ -33,8 +33,9 @@ fi
 
 for filter in $VARIANTS; do
     export ARCH=focus_classifier SAVE_DIR="$WORK/checkpoints-$filter"
+    wiring=paper; [[ "$filter" != ema ]] || wiring=mega  # MEGA (ema) is MEGA's block
     start=$(date +%s)
-    EXTRA_ARGS="$MODEL --focus-filter $filter $USER_EXTRA_ARGS" bash "$HERE/../pixels_common/train.sh" >"$WORK/train-$filter.log" 2>&1 \
+    EXTRA_ARGS="$MODEL --focus-filter $filter --block-wiring $wiring $USER_EXTRA_ARGS" bash "$HERE/../pixels_common/train.sh" >"$WORK/train-$filter.log" 2>&1 \
         || { tail -n 20 "$WORK/train-$filter.log" >&2; echo "error: training $filter failed (log: $WORK/train-$filter.log)" >&2; exit 1; }
     seconds=$(( $(date +%s) - start ))
     result="$(EXTRA_ARGS="" bash "$HERE/../pixels_common/eval.sh")"
