@@ -17,31 +17,26 @@ Dropout placement, pre/post norm and the N(0, 0.02) init follow MEGA.
 Glossary: D = embed dim, Z = query/key dim, H = value/gate dim, M = chunk_size.
 Layout: batch first, x (B, L, D); L a multiple of the chunk (and bin) size — the stack pads.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.precision import model_autocast
-from .gated_attention import GatedAttention, init_linears
+from .gated_attention import GatedAttention
 from .mega_attention import MegaGatedAttention
 from .normalized_ffn import NormalizedFFN
 from .streaming import IncrementalState
 
 
 class FocusGatedAttention(GatedAttention):
-    def __init__(self, dim: int, zdim: int, hdim: int, chunk_size: int, global_filter: nn.Module,
-                 dropout: float, attention_dropout: float, hidden_dropout: float, prenorm: bool,
-                 rel_pos_bias: str = "simple"):
-        super().__init__(dim, zdim, chunk_size, global_filter, dropout, attention_dropout, hidden_dropout, prenorm,
-                         rel_pos_bias)
-        self.hdim = hdim
+    def build_projections(self, dim: int, zdim: int, hdim: int) -> List[nn.Linear]:
         self.q_proj = nn.Linear(dim, zdim)
         self.kv_proj = nn.Linear(dim, zdim + hdim)  # [W_k | W_v] on x_f
         self.gate_proj = nn.Linear(dim, hdim + 2 * dim)  # [W_γ | W_φ | W_h] on x_f
         self.u_proj = nn.Linear(hdim, dim)  # U_h
-        init_linears(self.q_proj, self.kv_proj, self.gate_proj, self.u_proj)
+        return [self.q_proj, self.kv_proj, self.gate_proj, self.u_proj]
 
     def project(self, x: Tensor, x_f: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """Q from the (normed) input, K and V from the filtered input (eq. 9); x_f feeds the gates."""

@@ -23,7 +23,7 @@ own state, the attention keeps the keys/values of the current chunk (ops/chunked
 Glossary: D = embed dim, Z = query/key dim, H = value/gate dim, M = chunk_size.
 """
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -83,16 +83,23 @@ def init_linears(*linears: nn.Linear) -> None:
 class GatedAttention(StreamingModule):
     """norm -> filter -> project -> chunked attention -> combine; subclasses give project and combine."""
 
-    def __init__(self, dim: int, zdim: int, chunk_size: int, global_filter: nn.Module, dropout: float,
-                 attention_dropout: float, hidden_dropout: float, prenorm: bool, rel_pos_bias: str):
+    def __init__(self, dim: int, zdim: int, hdim: int, chunk_size: int, global_filter: nn.Module,
+                 dropout: float, attention_dropout: float, hidden_dropout: float, prenorm: bool,
+                 rel_pos_bias: str = "simple"):
         super().__init__()
-        self.zdim, self.chunk_size, self.prenorm = zdim, chunk_size, prenorm
+        self.dim, self.zdim, self.hdim, self.chunk_size, self.prenorm = dim, zdim, hdim, chunk_size, prenorm
         self.norm = nn.LayerNorm(dim)
         self.filter = global_filter
+        linears = self.build_projections(dim, zdim, hdim)
         self.rel_pos = relative_bias(rel_pos_bias, zdim, chunk_size)
+        init_linears(*linears)  # after the bias: the random draws come in the order they always did
         self.dropout = nn.Dropout(dropout)
         self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.attention_dropout = attention_dropout
+
+    def build_projections(self, dim: int, zdim: int, hdim: int) -> List[nn.Linear]:
+        """Create the wiring's own parameters; return its linear maps, which get MEGA's init."""
+        raise NotImplementedError
 
     def project(self, x: Tensor, x_f: Tensor) -> Tuple[Tensor, Tensor, Tensor, Any]:
         """x (normed input), x_f (filter output) (B, L, D) -> q, k (B, L, Z), v (B, L, H), and what

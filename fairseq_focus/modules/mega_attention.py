@@ -18,28 +18,23 @@ MEGA: N(0, 0.02) weights and γ, zero biases and β.
 
 Glossary: D = embed dim, Z = q/k dim, H = value/reset-gate dim, M = chunk_size.
 """
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .gated_attention import GatedAttention, init_linears
+from .gated_attention import GatedAttention
 
 
 class MegaGatedAttention(GatedAttention):
-    def __init__(self, dim: int, zdim: int, hdim: int, chunk_size: int, global_filter: nn.Module,
-                 dropout: float, attention_dropout: float, hidden_dropout: float, prenorm: bool,
-                 rel_pos_bias: str = "simple"):
-        super().__init__(dim, zdim, chunk_size, global_filter, dropout, attention_dropout, hidden_dropout, prenorm,
-                         rel_pos_bias)
-        self.dim, self.hdim = dim, hdim
+    def build_projections(self, dim: int, zdim: int, hdim: int) -> List[nn.Linear]:
         self.v_proj = nn.Linear(dim, hdim)
         self.mx_proj = nn.Linear(dim, dim + zdim + hdim + dim)  # [u | z | r | ĥ] from mx
         self.h_proj = nn.Linear(hdim, dim)  # W_h on r ∘ y
         self.gamma = nn.Parameter(torch.empty(2, zdim).normal_(0.0, 0.02))  # rows: q, k
         self.beta = nn.Parameter(torch.zeros(2, zdim))
-        init_linears(self.v_proj, self.mx_proj, self.h_proj)
+        return [self.v_proj, self.mx_proj, self.h_proj]
 
     def project(self, x: Tensor, mx: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tuple[Tensor, Tensor, Tensor]]:
         """q, k (B, L, Z) from z; v (B, L, H) from the normed input; the gates (u, r, ĥ) from mx."""
