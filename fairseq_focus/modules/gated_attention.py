@@ -90,9 +90,8 @@ class GatedAttention(StreamingModule):
         self.dim, self.zdim, self.hdim, self.chunk_size, self.prenorm = dim, zdim, hdim, chunk_size, prenorm
         self.norm = nn.LayerNorm(dim)
         self.filter = global_filter
-        linears = self.build_projections(dim, zdim, hdim)
         self.rel_pos = relative_bias(rel_pos_bias, zdim, chunk_size)
-        init_linears(*linears)  # after the bias: the random draws come in the order they always did
+        init_linears(*self.build_projections(dim, zdim, hdim))
         self.dropout = nn.Dropout(dropout)
         self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.attention_dropout = attention_dropout
