@@ -45,9 +45,9 @@ PARAM_TOLERANCE = 0.10
 # The budget every model gets (run.py train --max-update etc. override it).
 BUDGET = {
     "tokens_per_sample": 1024,  # training length: 8 attention chunks of 128, 16 bins of 64
-    "max_tokens": 2048,         # 2 sequences per update
-    "max_update": 400,
-    "lr": 2e-3,
+    "max_tokens": 4096,         # 4 sequences per update
+    "max_update": 600,
+    "lr": 3e-3,
     "warmup_updates": 100,
 }
 

@@ -1,0 +1,63 @@
+"""The LM study driver of docs/RESULTS.md (recipes/study): prepare -> params -> train -> collect, end to
+end at a tiny budget, plus its refusals (parameter mismatch, a result made with another budget)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = REPO / "recipes" / "study"
+TINY = ["--max-update", "2", "--max-tokens", "256", "--tokens-per-sample", "128", "--warmup-updates", "1"]
+
+
+def run(args, check=True):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    work = tmp_path_factory.mktemp("study")
+    run([STUDY / "run.py", "prepare", "--work", work])
+    return work
+
+
+def variants(tmp_path, lines):
+    path = tmp_path / "variants.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+TINY_FOCUS = "--arch focus_lm --decoder-embed-dim 16 --decoder-hidden-dim 16 --decoder-z-dim 8 --decoder-ffn-embed-dim 16 --hyper-kernel-size 128"
+
+
+@pytest.mark.slow
+def test_train_and_collect_report_every_run(work, tmp_path):
+    v = variants(tmp_path, [f"a {TINY_FOCUS} --iir-mode carry --theta-param stable",
+                            f"b {TINY_FOCUS} --block-wiring mega --rel-pos-bias rotary"])
+    proc = run([STUDY / "run.py", "train", "--work", work, "--variants", v, "--seeds", "1", "--jobs", "2", *TINY])
+    assert proc.stdout.count("test BPC") == 2
+    results = {p.parent.parent.name: json.loads(p.read_text()) for p in work.glob("runs/*/seed1/result.json")}
+    assert set(results) == {"a", "b"}
+    for r in results.values():
+        assert r["updates"] == 2 and 0 < r["test_bpc"] < 20 and "--seed 1" in r["train_command"]
+    table = run([STUDY / "collect.py", work]).stdout
+    assert "| a |" in table and "| b |" in table
+    # a result made with another budget is refused, not silently reused
+    proc = run([STUDY / "run.py", "train", "--work", work, "--variants", v, "--seeds", "1", "--only", "a",
+                *TINY[:-1], "2"], check=False)
+    assert proc.returncode != 0 and "another budget" in proc.stdout
+
+
+@pytest.mark.slow
+def test_params_refuses_models_outside_ten_percent(work, tmp_path):
+    v = variants(tmp_path, [f"small {TINY_FOCUS}", "big --arch focus_lm"])
+    proc = run([STUDY / "run.py", "params", "--work", work, "--variants", v], check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: parameter counts outside")
