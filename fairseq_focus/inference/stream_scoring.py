@@ -7,7 +7,9 @@ predicted from tokens 0 … i−1, the first from an initial end-of-sentence tok
 consecutive segments of N tokens through ``FocusDecoder.forward_stream``, so the IIR/EMA state, the
 hypernetwork's history and the attention chunk cache carry over: the result is the loss of one
 parallel forward over the whole stream (tests/test_incremental.py checks it), in O(N) memory, as
-MEGA's enwik8 evaluation and fairseq's examples/truncated_bptt do.
+MEGA's enwik8 evaluation and fairseq's examples/truncated_bptt do. How far back the model can see
+is its own reach (docs/INFERENCE.md): the whole past for ``carry`` IIR modes and the EMA, the
+attention chunk plus Θ for the adaptive ``causal`` filter, the chunk alone for the static one.
 """
 import os
 

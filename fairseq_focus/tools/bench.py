@@ -127,6 +127,23 @@ def memory_peak(device: torch.device, base: int) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
 
 
+def timed_repeats(reset, step, device: torch.device, repeats: int):
+    """Median-ready times of ``repeats`` calls of ``step`` after one warm-up call (``reset`` runs before
+    each, untimed), and the peak memory above what was in use before the warm-up."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    base = memory_base(device)
+    times = []
+    for i in range(repeats + 1):
+        reset()
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        if i > 0:  # the first pass is a warm-up
+            times.append(time.perf_counter() - start)
+    return times, memory_peak(device, base)
+
+
 def measure(name: str, length: int, args) -> Dict:
     """Run in a child process: warm up, then time `repeats` forward+backward passes."""
     torch.manual_seed(0)
@@ -134,22 +151,34 @@ def measure(name: str, length: int, args) -> Dict:
     device = torch.device(args.device)
     layer = build_layer(name, args).to(device)
     x = torch.randn(args.batch, length, args.dim, device=device, requires_grad=True)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    base = memory_base(device)
-    times = []
-    for i in range(args.repeats + 1):
+
+    def reset():
         layer.zero_grad(set_to_none=True)
         x.grad = None
-        sync()
-        start = time.perf_counter()
-        layer(x).float().square().mean().backward()
-        sync()
-        if i > 0:  # the first pass is a warm-up
-            times.append(time.perf_counter() - start)
-    peak = memory_peak(device, base)
+
+    times, peak = timed_repeats(reset, lambda: layer(x).float().square().mean().backward(), device, args.repeats)
     median = statistics.median(times)
     return {"layer": name, "length": length, "seconds": median, "times": times,
             "tokens_per_s": args.batch * length / median, "peak_bytes": peak}
+
+
+def build_lm_decoder(kind: str, length: int, checkpoint: bool, dictionary, args) -> nn.Module:
+    """The decoder of a ``focus_lm`` (``focus_config``'s widths) or a ``transformer_lm`` of
+    ``--transformer-layers``, optionally with activation checkpointing per layer."""
+    if kind == "focus_lm":
+        from ..models.focus_lm import FocusDecoder
+        return FocusDecoder(replace(focus_config(args), max_target_positions=length,
+                                    checkpoint_activations=checkpoint), dictionary)
+    from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
+    from types import SimpleNamespace
+    cfg = TransformerLanguageModelConfig(
+        decoder_embed_dim=args.dim, decoder_input_dim=args.dim, decoder_output_dim=args.dim,
+        decoder_ffn_embed_dim=args.ffn, decoder_layers=args.transformer_layers,
+        decoder_attention_heads=args.heads, dropout=0.0, tokens_per_sample=length,
+        max_target_positions=length, share_decoder_input_output_embed=True, checkpoint_activations=checkpoint,
+    )
+    task = SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary)
+    return TransformerLanguageModel.build_model(cfg, task).decoder
 
 
 def model_step(kind: str, length: int, checkpoint: bool, args) -> Dict:
@@ -160,39 +189,18 @@ def model_step(kind: str, length: int, checkpoint: bool, args) -> Dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dictionary = byte_dictionary()
-    if kind == "focus_lm":
-        from ..models.focus_lm import FocusDecoder
-        decoder = FocusDecoder(replace(focus_config(args), max_target_positions=length,
-                                       checkpoint_activations=checkpoint), dictionary)
-    else:
-        from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
-        from types import SimpleNamespace
-        cfg = TransformerLanguageModelConfig(
-            decoder_embed_dim=args.dim, decoder_input_dim=args.dim, decoder_output_dim=args.dim,
-            decoder_ffn_embed_dim=args.ffn, decoder_layers=args.transformer_layers,
-            decoder_attention_heads=args.heads, dropout=0.0, tokens_per_sample=length,
-            max_target_positions=length, share_decoder_input_output_embed=True, checkpoint_activations=checkpoint,
-        )
-        task = SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary)
-        decoder = TransformerLanguageModel.build_model(cfg, task).decoder
-    decoder = decoder.to(device)
+    decoder = build_lm_decoder(kind, length, checkpoint, dictionary, args).to(device)
     params = sum(p.numel() for p in decoder.parameters())
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-4)
     tokens = torch.randint(4, len(dictionary), (args.batch, length + 1), device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    base = memory_base(device)  # Adam's state is made in the first step, so it counts too
-    times = []
-    for i in range(args.repeats + 1):
-        opt.zero_grad(set_to_none=True)
-        sync()
-        start = time.perf_counter()
+
+    def step():
         logits = decoder(tokens[:, :-1])[0]
         F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()).backward()
         opt.step()
-        sync()
-        if i > 0:
-            times.append(time.perf_counter() - start)
-    peak = memory_peak(device, base)
+
+    # Adam's state is made in the first step, so it counts in the peak too
+    times, peak = timed_repeats(lambda: opt.zero_grad(set_to_none=True), step, device, args.repeats)
     median = statistics.median(times)
     return {"model": kind, "length": length, "checkpoint": checkpoint, "params": params, "seconds": median,
             "tokens_per_s": args.batch * length / median, "peak_bytes": peak}
@@ -339,24 +347,15 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        job = json.loads(args.child)
-        if "model" in job:
-            result = model_step(job["model"], job["length"], job["checkpoint"], args)
-        else:
-            result = measure(job["layer"], job["length"], args)
-        print(json.dumps(result))
-        return 0
-    if args.profile:
-        return profile_layer(args)
-    layers = [name for name in args.layers.split(",") if name]
-    unknown = set(layers) - set(LAYERS)
-    if unknown:
-        print(f"error: unknown layers {sorted(unknown)}; choose from {LAYERS}", file=sys.stderr)
-        return 2
-    lengths = [int(v) for v in args.lengths.split(",") if v]
+def run_job(job: Dict, args) -> Dict:
+    """What a ``--child`` process measures: one layer at one L, or one whole-model training step."""
+    if "model" in job:
+        return model_step(job["model"], job["length"], job["checkpoint"], args)
+    return measure(job["layer"], job["length"], args)
+
+
+def layer_rows(layers: List[str], lengths: List[int], args) -> List[Dict]:
+    """Every layer at every L, each in its own child process (plain attention skipped over budget)."""
     rows = []
     for length in lengths:
         for name in layers:
@@ -369,6 +368,12 @@ def main(argv=None) -> int:
             status = f"{1e3 * row['seconds']:.1f} ms" if "seconds" in row else row.get("error")
             print(f"{name:>20} L={length:<6} {status}", flush=True)
     add_ratios(rows)
+    return rows
+
+
+def model_steps(args) -> List[Dict]:
+    """focus_lm and transformer_lm training steps at every ``--model-lengths`` L (with and without
+    checkpointing under ``--checkpoint-activations``), each in its own child process."""
     steps = []
     for length in [int(v) for v in args.model_lengths.split(",") if v]:
         for checkpoint in (False, True) if args.checkpoint_activations else (False,):
@@ -376,6 +381,11 @@ def main(argv=None) -> int:
                 steps.append(run_child({"model": kind, "length": length, "checkpoint": checkpoint}, args))
                 print(f"{kind:>20} L={length:<6} checkpoint={checkpoint!s:<5} training step: "
                       f"{steps[-1].get('tokens_per_s', steps[-1].get('error'))}", flush=True)
+    return steps
+
+
+def write_results(rows: List[Dict], steps: List[Dict], args) -> None:
+    """bench.json (with the run's settings and versions) and bench.png under ``--out``; the tables to stdout."""
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k not in ("out", "child", "passthrough")}
     meta.update(torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M"), cpu_count=os.cpu_count())
@@ -386,6 +396,22 @@ def main(argv=None) -> int:
     print(table(rows))
     print(step_table(steps))
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(run_job(json.loads(args.child), args)))
+        return 0
+    if args.profile:
+        return profile_layer(args)
+    layers = [name for name in args.layers.split(",") if name]
+    unknown = set(layers) - set(LAYERS)
+    if unknown:
+        print(f"error: unknown layers {sorted(unknown)}; choose from {LAYERS}", file=sys.stderr)
+        return 2
+    rows = layer_rows(layers, [int(v) for v in args.lengths.split(",") if v], args)
+    write_results(rows, model_steps(args), args)
     return 0
 
 

@@ -13,9 +13,13 @@
 #            (after the first block) is predicted from at least CONTEXT_WINDOW tokens of left context.
 #   stream   the whole split as one stream, fed in consecutive segments of EVAL_TOKENS tokens with
 #            the model's state (IIR/EMA state, hypernetwork history, current attention chunk)
-#            carried across segments (python -m fairseq_focus.tools.score_stream): every token sees the
-#            whole split before it, as MEGA reports enwik8 and fairseq's examples/truncated_bptt
-#            evaluates. Equal to one parallel forward over the whole split.
+#            carried across segments (python -m fairseq_focus.tools.score_stream), as MEGA reports
+#            enwik8 and fairseq's examples/truncated_bptt evaluates. Equal to one parallel forward
+#            over the whole split: no segment cut shortens the context, but how far back a token
+#            can see is the model's own reach: unbounded (decaying) for --iir-mode carry and the
+#            EMA; adaptive causal sees tokens before its attention chunk only through Θ, from
+#            chunk_start − R − K + 1 on (shared hypernetwork; R divides the chunk in the LM archs);
+#            static causal (Focus-H) sees nothing before its chunk. See docs/INFERENCE.md.
 set -euo pipefail
 
 # shellcheck source=common.sh
