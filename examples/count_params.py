@@ -13,7 +13,7 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 ARCHS = ["focus_lm"] + [f"focus_lm_{corpus}{suffix}" for corpus in ("enwik8", "text8")
-                        for suffix in ("", "_static", "_ema", "_mega")]
+                        for suffix in ("", "_static", "_paper", "_static_paper", "_ema", "_mega")]
 
 
 def count(arch: str, data_dir: str) -> int:

@@ -150,3 +150,19 @@ def test_a_state_dict_from_before_the_encoder_rename_loads(share):
     fresh.load_state_dict(old)
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, new[key]), key
+
+
+def test_named_focus_archs_follow_the_study_and_the_paper_stays_reachable():
+    """focus_lm_<corpus>[_static]: the study's Θ map and mode (docs/RESULTS.md); _paper / _static_paper: eq. 5."""
+    from argparse import Namespace
+    from fairseq.models import ARCH_MODEL_REGISTRY, ARCH_CONFIG_REGISTRY
+    expected = {"": ("adaptive", "carry", "stable"), "_static": ("static", "carry", "stable"),
+                "_paper": ("adaptive", "causal", "paper"), "_static_paper": ("static", "causal", "paper")}
+    for corpus in ("enwik8", "text8"):
+        for suffix, (filt, mode, theta) in expected.items():
+            name = f"focus_lm_{corpus}{suffix}"
+            assert ARCH_MODEL_REGISTRY[name] is FocusLanguageModel
+            args = Namespace()
+            ARCH_CONFIG_REGISTRY[name](args)
+            assert (args.focus_filter, args.iir_mode, args.theta_param) == (filt, mode, theta), name
+            assert (args.decoder_layers, args.decoder_embed_dim, args.bin_size) == (8, 512, 128), name

@@ -325,6 +325,8 @@ def test_train_script_maps_its_variables_to_fairseq_flags(tmp_path):
     assert flag(args, "--arch") == "focus_lm_text8_static" and "--cpu" in args
     args = run(["bash", script], env={**env, "GPUS": "0", "VARIANT": "mega"}).stdout.splitlines()
     assert flag(args, "--arch") == "focus_lm_enwik8_mega"
+    args = run(["bash", script], env={**env, "GPUS": "0", "VARIANT": "paper"}).stdout.splitlines()
+    assert flag(args, "--arch") == "focus_lm_enwik8_paper"
 
     args = run(["bash", script], env={**env, "GPUS": "1", "PRECISION": "bf16"}).stdout.splitlines()
     assert "--autocast-bf16" in args and "--bf16" not in args and "--amp" not in args  # fairseq's --bf16 means TPU

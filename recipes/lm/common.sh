@@ -1,5 +1,5 @@
 # Sourced by recipes/lm/train.sh and recipes/lm/eval.sh: the variables both need, resolved once.
-#   CORPUS (enwik8 | text8, required), USER_DIR, DATA_BIN, VARIANT (focus | static | ema | mega) -> ARCH, SAVE_DIR
+#   CORPUS (enwik8 | text8, required), USER_DIR, DATA_BIN, VARIANT (focus | static | paper | static_paper | ema | mega) -> ARCH, SAVE_DIR
 die() { echo "error: $*" >&2; exit 1; }
 
 : "${CORPUS:?set CORPUS=enwik8 or CORPUS=text8 (or run recipes/<corpus>/train.sh or eval.sh)}"
@@ -8,11 +8,13 @@ USER_DIR="${USER_DIR:-$(cd "$HERE/../.." && pwd)/fairseq_focus}"
 DATA_BIN="${DATA_BIN:-data-bin/${CORPUS}}"
 VARIANT="${VARIANT:-focus}"
 case "$VARIANT" in
-    focus) DEFAULT_ARCH="focus_lm_${CORPUS}" ;;          # Focus: adaptive filters (paper)
-    static) DEFAULT_ARCH="focus_lm_${CORPUS}_static" ;;  # Focus-H: static learned filters (ablation)
+    focus) DEFAULT_ARCH="focus_lm_${CORPUS}" ;;          # Focus: adaptive filters, the study's Θ map and mode
+    static) DEFAULT_ARCH="focus_lm_${CORPUS}_static" ;;  # Focus-H: static learned filters (ablation), the same
+    paper) DEFAULT_ARCH="focus_lm_${CORPUS}_paper" ;;    # the paper's Focus exactly (eq. 5 Θ, state reset per bin)
+    static_paper) DEFAULT_ARCH="focus_lm_${CORPUS}_static_paper" ;;  # the paper's Focus-H exactly
     ema) DEFAULT_ARCH="focus_lm_${CORPUS}_ema" ;;        # MEGA: MEGA's block and EMA (baseline)
     mega) DEFAULT_ARCH="focus_lm_${CORPUS}_mega" ;;      # MEGA's block with the adaptive IIR head
-    *) die "VARIANT must be focus, static, ema or mega, got '$VARIANT'" ;;
+    *) die "VARIANT must be focus, static, paper, static_paper, ema or mega, got '$VARIANT'" ;;
 esac
 ARCH="${ARCH:-$DEFAULT_ARCH}"
 SAVE_DIR="${SAVE_DIR:-checkpoints/${CORPUS}_${ARCH}}"
