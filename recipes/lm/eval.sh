@@ -40,26 +40,8 @@ done
 (( CONTEXT_WINDOW < EVAL_TOKENS )) || die "CONTEXT_WINDOW=$CONTEXT_WINDOW must be smaller than EVAL_TOKENS=$EVAL_TOKENS"
 command -v fairseq-eval-lm >/dev/null || die "fairseq-eval-lm not on PATH (activate the environment with fairseq installed)"
 
-DEVICE_ARGS=()
-if ! nvidia-smi -L >/dev/null 2>&1; then DEVICE_ARGS=(--cpu); fi
-LOG="$(mktemp)"
-trap 'rm -f "$LOG"' EXIT
-
-# Runs fairseq-eval-lm with the common flags plus "$@"; prints "<base-2 loss> <tokens scored>".
-eval_lm() {
-    # shellcheck disable=SC2086  # EVAL_ARGS is a list of flags on purpose
-    if ! fairseq-eval-lm "$DATA_BIN" --user-dir "$USER_DIR" --task focus_lm --path "$CHECKPOINT" \
-        --gen-subset "$SUBSET" --sample-break-mode none --max-tokens "$MAX_TOKENS" \
-        --log-format simple "${DEVICE_ARGS[@]}" "$@" $EVAL_ARGS > "$LOG" 2>&1; then
-        tail -n 20 "$LOG" >&2
-        die "fairseq-eval-lm failed (last lines above)"
-    fi
-    local loss ntok
-    loss="$(sed -n 's/.*Loss (base 2): \([0-9.eE+-]*\),.*/\1/p' "$LOG" | tail -n 1)"
-    ntok="$(sed -n 's/.*Evaluated \([0-9,]*\) tokens.*/\1/p' "$LOG" | tail -n 1)"
-    [[ -n "$loss" && -n "$ntok" ]] || die "no 'Loss (base 2)' / 'Evaluated N tokens' line in fairseq-eval-lm's output"
-    echo "$loss $ntok"
-}
+# shellcheck source=eval_lm.sh
+source "$HERE/eval_lm.sh"
 
 for protocol in $PROTOCOLS; do
     case "$protocol" in

@@ -34,26 +34,10 @@ prepared() { awk -v k="${SUBSET}_$1" '$1 == k { print $2 }' "$DATA_BIN/PREPARED"
 BYTES="$(prepared bytes)"; WORDS="$(prepared words)"; TOKENS="$(prepared tokens)"
 [[ -n "$BYTES" && -n "$WORDS" && -n "$TOKENS" ]] || die "$DATA_BIN/PREPARED has no ${SUBSET}_bytes/words/tokens lines (prepare again)"
 
-DEVICE_ARGS=()
-if ! nvidia-smi -L >/dev/null 2>&1; then DEVICE_ARGS=(--cpu); fi
-LOG="$(mktemp)"
-trap 'rm -f "$LOG"' EXIT
-
-# Runs fairseq-eval-lm with the common flags plus "$@"; prints "<base-2 loss> <tokens scored>".
-eval_lm() {
-    # shellcheck disable=SC2086  # EVAL_ARGS is a list of flags on purpose
-    if ! fairseq-eval-lm "$DATA_BIN" --user-dir "$USER_DIR" --task focus_lm --path "$CHECKPOINT" \
-        --gen-subset "$SUBSET" --sample-break-mode none --max-tokens "$MAX_TOKENS" \
-        --log-format simple "${DEVICE_ARGS[@]}" "$@" $EVAL_ARGS > "$LOG" 2>&1; then
-        tail -n 20 "$LOG" >&2
-        die "fairseq-eval-lm failed (last lines above)"
-    fi
-    local loss ntok
-    loss="$(sed -n 's/.*Loss (base 2): \([0-9.eE+-]*\),.*/\1/p' "$LOG" | tail -n 1)"
-    ntok="$(sed -n 's/.*Evaluated \([0-9,]*\) tokens.*/\1/p' "$LOG" | tail -n 1 | tr -d ,)"
-    [[ -n "$loss" && -n "$ntok" ]] || die "no 'Loss (base 2)' / 'Evaluated N tokens' line in fairseq-eval-lm's output"
-    [[ "$ntok" == "$TOKENS" ]] || die "fairseq-eval-lm scored $ntok tokens but the $SUBSET split has $TOKENS (PREPARED): bits per byte would be wrong"
-    echo "$loss $ntok"
+# shellcheck source=../lm/eval_lm.sh
+source "$TEXT_RECIPE/../lm/eval_lm.sh"
+scored() {  # tool, tokens scored: bits per byte is only right when the whole split was scored
+    [[ "$2" == "$TOKENS" ]] || die "$1 scored $2 tokens but the $SUBSET split has $TOKENS (PREPARED): bits per byte would be wrong"
 }
 
 report() {  # protocol description, base-2 loss, tokens
@@ -69,10 +53,12 @@ for protocol in $PROTOCOLS; do
     case "$protocol" in
         blocks)
             read -r loss ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS")
+            scored fairseq-eval-lm "$ntok"
             report "blocks: non-overlapping blocks of $EVAL_TOKENS tokens, no context across blocks" "$loss" "$ntok"
             ;;
         sliding)
             read -r loss ntok < <(eval_lm --tokens-per-sample "$EVAL_TOKENS" --context-window "$CONTEXT_WINDOW")
+            scored fairseq-eval-lm "$ntok"
             report "sliding: fairseq --context-window $CONTEXT_WINDOW, $((EVAL_TOKENS - CONTEXT_WINDOW)) new tokens scored per $EVAL_TOKENS-token window" "$loss" "$ntok"
             ;;
         stream)
@@ -85,7 +71,7 @@ for protocol in $PROTOCOLS; do
             # its "BPC" is bits per token here (a subword), the same 4-decimal mean as fairseq's Loss (base 2)
             read -r loss ntok < <(sed -n 's/^streaming BPC = \([0-9.]*\) over \([0-9]*\) tokens.*/\1 \2/p' "$LOG" | tail -n 1)
             [[ -n "${loss:-}" ]] || die "no 'streaming BPC' line in score_stream's output"
-            [[ "$ntok" == "$TOKENS" ]] || die "score_stream scored $ntok tokens but the $SUBSET split has $TOKENS (PREPARED): bits per byte would be wrong"
+            scored score_stream "$ntok"
             report "stream: the whole split as one stream, segments of $EVAL_TOKENS tokens, model state carried across segments" "$loss" "$ntok"
             ;;
         *) die "unknown protocol '$protocol' in PROTOCOLS (known: blocks sliding stream)" ;;
