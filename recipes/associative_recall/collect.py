@@ -23,7 +23,7 @@ SPLIT_KEYS = ("accuracy_inside", "accuracy_before", "freq_rule", "freq_rule_insi
 
 
 def read_run(run_dir: Path) -> Optional[Dict]:
-    """{'last': acc, 'best': acc, 'epochs': n, 'wall': s} from one run's train.log, or None."""
+    """{'last': acc, 'best': acc, 'epochs': n, 'updates': n, 'wall': s, splits} from one run's train.log, or None."""
     log = run_dir / "train.log"
     if not log.exists():
         return None
@@ -37,7 +37,9 @@ def read_run(run_dir: Path) -> Optional[Dict]:
     wall_file = run_dir / "wall_seconds"
     wall = int(wall_file.read_text()) if wall_file.exists() else None
     split = {key: float(stats[f"valid_{key}"]) if f"valid_{key}" in stats else None for key in SPLIT_KEYS}
-    return {"last": accs[-1][1], "best": max(a for _, a in accs), "epochs": accs[-1][0], "wall": wall, **split}
+    updates = int(float(stats["valid_num_updates"])) if "valid_num_updates" in stats else None
+    return {"last": accs[-1][1], "best": max(a for _, a in accs), "epochs": accs[-1][0], "updates": updates,
+            "wall": wall, **split}
 
 
 def _pct(value: Optional[float]) -> str:
