@@ -20,6 +20,7 @@ from torch.func import functional_call
 
 from fairseq_focus.modules.config import FocusStackConfig, validate
 from fairseq_focus.modules.focus_stack import FocusStack
+from fairseq_focus.modules.gated_attention import init_linears
 from fairseq_focus.modules.product_filter import ProductFilter
 from fairseq_focus.ops.ema import ema_filter_ref
 from fairseq_focus.ops.iir import iir_filter_ref
@@ -228,16 +229,20 @@ def test_the_perturbation_check_catches_a_planted_leak():
 @pytest.mark.parametrize("filt", ["adaptive", "static", "ema"])
 def test_init_keeps_the_product_path_alive(filt):
     """At D = 128 (default stack), the product path's x_f has the scale of the paper's x_f = filter(x)
-    (measured ratio 1.9-2.2), not the ~1/400 that MEGA's N(0, 0.02) would give (product_filter.py)."""
+    (measured ratio 1.9-2.2), not the ~1/400 that MEGA's N(0, 0.02) gives (product_filter.py)."""
     scales = {}
-    for inp in ("x", "product"):
+    x = torch.randn(2, 256, 128, generator=torch.Generator().manual_seed(1))
+    for inp in ("x", "product", "product at N(0, 0.02)"):
         torch.manual_seed(0)
-        stack = FocusStack(FocusStackConfig(decoder_embed_dim=128, focus_filter=filt, filter_input=inp, dropout=0.0))
+        cfg = FocusStackConfig(decoder_embed_dim=128, focus_filter=filt, filter_input=inp.split()[0], dropout=0.0)
+        stack = FocusStack(cfg)
         attn = stack.blocks[0].attn
-        x = torch.randn(2, 256, 128, generator=torch.Generator().manual_seed(1))
+        if inp.endswith("0.02)"):
+            init_linears(attn.filter.q_proj, attn.filter.k_proj, attn.filter.v_proj, attn.filter.out_proj)
         with torch.no_grad():
             scales[inp] = float(attn.filter(attn.filter_input(x), embedding(stack.shared_encoder, x)).std())
     assert 0.5 < scales["product"] / scales["x"] < 4.0, scales
+    assert scales["product at N(0, 0.02)"] / scales["x"] < 0.01, scales
 
 
 def test_theta_is_the_inner_filters_on_kv_and_the_plot_tool_draws_it(tmp_path):
