@@ -261,9 +261,10 @@ def test_padding_inside_a_stream_is_treated_as_in_the_parallel_forward():
 
 
 @pytest.mark.parametrize("mode", ["carry", "causal"])
-def test_streaming_score_equals_full_parallel_loss(mode):
+@pytest.mark.parametrize("filter_input", ["x", "product"])
+def test_streaming_score_equals_full_parallel_loss(mode, filter_input):
     """score_stream's segment loop (state carried) = one parallel forward's loss over the stream."""
-    decoder = tiny_decoder("adaptive", mode, True)
+    decoder = tiny_decoder("adaptive", mode, True, filter_input=filter_input)
     stream = random_tokens(decoder, 1, 157)[0]
     eos = decoder.dictionary.eos()
     inputs = torch.cat([torch.tensor([eos]), stream[:-1]])
