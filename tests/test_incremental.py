@@ -143,11 +143,17 @@ VARIANTS = [  # (focus_filter, iir_mode, share_hypernet[, theta_param]); stable:
     ("adaptive", "carry", True, "stable"), ("adaptive", "causal", False, "stable"), ("static", "carry", True, "stable"),
 ]
 VARIANTS = [(v + ("paper",))[:4] + ("paper",) for v in VARIANTS] + [v[:3] + ("paper", "mega") for v in VARIANTS[:7] if v[2]]
+# --filter-input product (4 heads of d = 2): each filter, both causal modes, shared and own encoder, both wirings
+VARIANTS += [v + ("product",) for v in [
+    ("adaptive", "carry", True, "paper", "paper"), ("adaptive", "causal", False, "paper", "paper"),
+    ("static", "carry", True, "stable", "paper"), ("static", "causal", True, "paper", "paper"),
+    ("ema", "causal", True, "paper", "mega"), ("adaptive", "carry", False, "stable", "mega"),
+]]
 LENGTH = 61  # bins of 8 and chunks of 12: a multiple of neither, crossing both several times
 
 
 def tiny_decoder(focus_filter, iir_mode, share_hypernet, theta_param="paper", block_wiring="paper",
-                 seed=0) -> FocusDecoder:
+                 filter_input="x", seed=0) -> FocusDecoder:
     """The mega wiring with MEGA's rotary relative bias, the paper wiring with the simple one."""
     torch.manual_seed(seed)
     ring = {"theta_init": "ring"} if theta_param == "stable" else {}
@@ -156,6 +162,7 @@ def tiny_decoder(focus_filter, iir_mode, share_hypernet, theta_param="paper", bl
         bin_size=8, oversampling=4, chunk_size=12, hyper_kernel_size=20, num_filters=2, focus_filter=focus_filter,
         iir_mode=iir_mode, no_share_hypernet=not share_hypernet, max_target_positions=4096, dropout=0.1,
         block_wiring=block_wiring, rel_pos_bias="rotary" if block_wiring == "mega" else "simple",
+        filter_input=filter_input, product_head_dim=2,
     )
     decoder = FocusDecoder(cfg, byte_dictionary())
     # make the filters matter: a larger global-conv kernel and embeddings spread Θ over (0, 1)
@@ -166,7 +173,8 @@ def tiny_decoder(focus_filter, iir_mode, share_hypernet, theta_param="paper", bl
     # The stable ring puts poles at radius up to 0.999, where the recursion amplifies rounding: in fp32
     # the parallel and the streaming paths (different summation orders) differed by 4.4e-5 in
     # log-probability for static-carry (fp64: 2.9e-13), so those variants run in fp64.
-    return (decoder.double() if theta_param == "stable" else decoder).eval()
+    # The product path amplifies rounding the same way (kv through poles near the circle), so it runs in fp64 too.
+    return (decoder.double() if theta_param == "stable" or filter_input == "product" else decoder).eval()
 
 
 def random_tokens(decoder, bsz, length, seed=1):
@@ -253,9 +261,10 @@ def test_padding_inside_a_stream_is_treated_as_in_the_parallel_forward():
 
 
 @pytest.mark.parametrize("mode", ["carry", "causal"])
-def test_streaming_score_equals_full_parallel_loss(mode):
+@pytest.mark.parametrize("filter_input", ["x", "product"])
+def test_streaming_score_equals_full_parallel_loss(mode, filter_input):
     """score_stream's segment loop (state carried) = one parallel forward's loss over the stream."""
-    decoder = tiny_decoder("adaptive", mode, True)
+    decoder = tiny_decoder("adaptive", mode, True, filter_input=filter_input)
     stream = random_tokens(decoder, 1, 157)[0]
     eos = decoder.dictionary.eos()
     inputs = torch.cat([torch.tensor([eos]), stream[:-1]])

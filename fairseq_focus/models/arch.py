@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..modules.config import FILTERS, REL_POS_BIASES, THETA_INITS, WIRINGS, FocusStackConfig
+from ..modules.config import FILTER_INPUTS, FILTERS, REL_POS_BIASES, THETA_INITS, WIRINGS, FocusStackConfig
 from ..ops.iir import MODES
 from ..ops.theta import PARAMS
 
@@ -26,6 +26,7 @@ def stack_field(name: str, default: Optional[Any] = None):
 class FocusModelConfig(FocusStackConfig, FairseqDataclass):
     focus_filter: ChoiceEnum(list(FILTERS)) = stack_field("focus_filter")
     iir_mode: ChoiceEnum(list(MODES)) = stack_field("iir_mode")
+    filter_input: ChoiceEnum(list(FILTER_INPUTS)) = stack_field("filter_input")
     theta_param: ChoiceEnum(list(PARAMS)) = stack_field("theta_param")
     theta_init: ChoiceEnum(list(THETA_INITS)) = stack_field("theta_init")
     block_wiring: ChoiceEnum(list(WIRINGS)) = stack_field("block_wiring")

@@ -58,8 +58,8 @@ class FocusLanguageModel(FairseqLanguageModel):
         check_causal(cfg)
         model = cls(FocusDecoder(cfg, task.target_dictionary))
         logger.info(
-            "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, wiring=%s, layers=%d, D=%d",
-            count_parameters(model), count_parameters(model) / 1e6, cfg.focus_filter, cfg.iir_mode,
+            "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, filter_input=%s, wiring=%s, layers=%d, D=%d",
+            count_parameters(model), count_parameters(model) / 1e6, cfg.focus_filter, cfg.iir_mode, cfg.filter_input,
             cfg.block_wiring, cfg.decoder_layers, cfg.decoder_embed_dim,
         )
         return model

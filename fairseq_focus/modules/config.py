@@ -8,6 +8,7 @@ from typing import Dict, Optional
 
 FILTERS = ("adaptive", "static", "ema")
 THETA_INITS = ("default", "ring")
+FILTER_INPUTS = ("x", "product")
 
 # fairseq turns a bool field that defaults to True into a store_false flag (``--share-hypernet`` would
 # switch sharing *off*), so every such setting is a ``no_…`` field defaulting to False. The old name
@@ -35,6 +36,17 @@ class FocusStackConfig:
         metadata={"help": "causal: per-bin linear convolution, state reset per bin; carry: exact IIR recursion "
                           "across bins; paper: eq. 6 literally (circular per bin, looks ahead inside a bin: NOT "
                           "causal, refused by causal LMs; for whole-sequence classification)"},
+    )
+    filter_input: str = field(
+        default="x",
+        metadata={"help": "what the global filter filters. x: the normed block input (the paper); product "
+                          "(beyond the paper, after H3): q ⊙ filter(shift(k) ⊗ v) per head of "
+                          "--product-head-dim, with q, k, v projections of x (modules/product_filter.py)"},
+    )
+    product_head_dim: int = field(
+        default=4,
+        metadata={"help": "d of --filter-input product: H = D // d² heads, each filtering its d×d key-value "
+                          "outer products; d² must divide --decoder-embed-dim"},
     )
     num_filters: int = field(default=1, metadata={"help": "F: order-2 filters per channel, summed (eq. 7)"})
     # How the adaptive and static filters map their logits to Θ (ops/theta.py), and its init.
@@ -123,6 +135,11 @@ def validate(cfg: FocusStackConfig) -> None:
     from ..ops.iir import MODES
     if cfg.iir_mode not in MODES:
         raise ValueError(f"--iir-mode must be one of {MODES}, got {cfg.iir_mode!r}")
+    if cfg.filter_input not in FILTER_INPUTS:
+        raise ValueError(f"--filter-input must be one of {FILTER_INPUTS}, got {cfg.filter_input!r}")
+    if cfg.filter_input == "product":
+        from .product_filter import product_heads
+        product_heads(cfg.decoder_embed_dim, cfg.product_head_dim)
     from ..ops.theta import MAX_RADIUS, PARAMS
     if cfg.theta_param not in PARAMS:
         raise ValueError(f"--theta-param must be one of {PARAMS}, got {cfg.theta_param!r}")

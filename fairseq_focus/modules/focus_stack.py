@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .config import upgrade_renamed, validate
 from .focus_layer import FocusBlock
-from .global_filter import IIRFilter, build_filter, rename_prefix
+from .global_filter import build_filter, iir_core, rename_prefix
 from .hypernetwork import HyperEncoder
 from .streaming import IncrementalState, StreamingModule
 
@@ -76,8 +76,9 @@ class FocusStack(StreamingModule):
 
     def theta(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> List[Tensor]:
         """Θ (B, Nbins, D, F, 2) each layer's IIR filter applies in :meth:`forward` of x (B, L, D);
-        Nbins counts the bins of the padded sequence. Raises for a stack of EMA filters."""
-        if not all(isinstance(block.attn.filter, IIRFilter) for block in self.blocks):
+        Nbins counts the bins of the padded sequence. Raises for a stack of EMA filters. With
+        ``--filter-input product`` each Θ is the one applied to the key-value product channels."""
+        if not all(iir_core(block.attn.filter) is not None for block in self.blocks):
             raise ValueError("Θ needs IIR filters (--focus-filter adaptive or static); this model uses the EMA")
         x, padding_mask = self._pad(x, padding_mask)
         e = self.shared_encoder(x) if self.shared_encoder is not None else None

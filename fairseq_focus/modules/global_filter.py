@@ -36,6 +36,7 @@ from ..ops.iir import iir_filter, iir_filter_segment
 from ..ops.segments import blocks_touched
 from ..ops.theta import theta_from_logits
 from .hypernetwork import HyperEncoder, LocalHyperMLP, Ring, initial_logits
+from .product_filter import ProductFilter
 from .streaming import IncrementalState, StreamingModule
 
 
@@ -156,7 +157,22 @@ class EMAFilter(StreamingModule):
 
 
 def build_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
-    """The variant named by ``cfg.focus_filter``, with the stack's hyperparameters."""
+    """The variant named by ``cfg.focus_filter``, wrapped in a :class:`ProductFilter` with
+    ``--filter-input product`` (then it filters key-value products, not x)."""
+    inner = _build_channel_filter(cfg, own_encoder)
+    if cfg.filter_input == "product":
+        return ProductFilter(cfg.decoder_embed_dim, cfg.product_head_dim, inner)
+    return inner
+
+
+def iir_core(module: nn.Module) -> Optional[IIRFilter]:
+    """The IIR filter whose Θ a layer's filter applies (inside a ProductFilter too), or None (EMA)."""
+    module = module.inner if isinstance(module, ProductFilter) else module
+    return module if isinstance(module, IIRFilter) else None
+
+
+def _build_channel_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
+    """The channel-wise filter named by ``cfg.focus_filter``, with the stack's hyperparameters."""
     dim = cfg.decoder_embed_dim
     ring = (cfg.theta_ring_rmin, cfg.theta_ring_rmax) if cfg.theta_init == "ring" else None
     if cfg.focus_filter == "adaptive":
