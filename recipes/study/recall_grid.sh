@@ -5,7 +5,7 @@
 #   CPU=1 JOBS=2 GRID_L=64 bash recipes/study/recall_grid.sh
 # Each run is recipes/associative_recall/train.sh with WORK=$WORK/<variant>, so its files land in
 # $WORK/<variant>/<arch>/L<L>/ (train.log, wall_seconds, stdout.log). Every train.sh variable passes
-# through; the defaults below are the study's budget: 20,000 examples, batch 32, 10 epochs (6,250
+# through; the defaults below are the study's budget: 20,000 examples, batch 32, 8 epochs (5,000
 # updates), lr 3e-3 with 200 warm-up updates and linear decay, held-out accuracy after every epoch,
 # split by whether the query's key lies inside or before the query's attention chunk (M = 32).
 # STOP_HOURS (fairseq's --stop-time-hours) caps each run's training time; a run stopped by it still
@@ -20,7 +20,7 @@ JOBS="${JOBS:-18}"
 STOP_HOURS="${STOP_HOURS:-0}"   # 0: no cap
 PYTHON="${PYTHON:-python}"
 export WORK="${WORK:-$REPO/work/recall_study}"
-export VOCAB="${VOCAB:-30}" NUM_TRAIN="${NUM_TRAIN:-20000}" NUM_TEST="${NUM_TEST:-500}" EPOCHS="${EPOCHS:-10}"
+export VOCAB="${VOCAB:-30}" NUM_TRAIN="${NUM_TRAIN:-20000}" NUM_TEST="${NUM_TEST:-500}" EPOCHS="${EPOCHS:-8}"
 export WARMUP_EPOCHS="${WARMUP_EPOCHS:-1}" LR="${LR:-3e-3}" SEED="${SEED:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 [[ -f "$VARIANTS" ]] || { echo "error: no variants file $VARIANTS" >&2; exit 2; }
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "error: JOBS must be a positive integer (got $JOBS)" >&2; exit 2; }
