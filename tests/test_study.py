@@ -61,3 +61,39 @@ def test_params_refuses_models_outside_ten_percent(work, tmp_path):
     proc = run([STUDY / "run.py", "params", "--work", work, "--variants", v], check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: parameter counts outside")
+
+
+def _recall_grid(tmp_path, variants_lines, extra_env=None):
+    variants_file = tmp_path / "recall_variants.txt"
+    variants_file.write_text("\n".join(variants_lines) + "\n")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PYTHON=sys.executable,
+               CPU="1", JOBS="2", GRID_L="8", NUM_TRAIN="64", NUM_TEST="16", EPOCHS="2", WORK=str(tmp_path / "w"),
+               VARIANTS=str(variants_file), **(extra_env or {}))
+    return subprocess.run(["bash", str(STUDY / "recall_grid.sh")], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_recall_grid_trains_every_variant_and_tables_it(tmp_path):
+    proc = _recall_grid(tmp_path, ["# a comment", "plain focus_recall --iir-mode carry --theta-param stable",
+                                   "prod focus_recall --iir-mode carry --filter-input product --product-head-dim 2",
+                                   "skipped focus_recall"], {"ONLY": "plain prod"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 8 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["plain", "prod"]
+    for row in rows:  # 64 examples / batch 32 = 2 updates per epoch, 2 epochs
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert cells[6] == "4" and cells[7] == "2", row
+    assert (tmp_path / "w" / "prod" / "focus_recall" / "L8" / "train.log").is_file()
+    assert not (tmp_path / "w" / "skipped").exists()
+
+
+@pytest.mark.slow
+def test_recall_grid_fails_when_a_run_fails(tmp_path):
+    proc = _recall_grid(tmp_path, ["bad focus_recall --filter-input product --product-head-dim 3"])
+    assert proc.returncode != 0
+    assert "1 run(s) failed" in proc.stderr
+
+
+def test_recall_collect_refuses_an_empty_directory(tmp_path):
+    proc = run([STUDY / "recall_collect.py", tmp_path], check=False)
+    assert proc.returncode != 0 and "no train.log" in proc.stderr

@@ -45,5 +45,7 @@ while read -r name arch flags; do
   done
 done < "$VARIANTS"
 while (( launched > 0 )); do wait_one; done
-"$PYTHON" "$HERE/recall_collect.py" "$WORK"
+table=0
+"$PYTHON" "$HERE/recall_collect.py" "$WORK" || table=$?
 (( failed == 0 )) || { echo "error: $failed run(s) failed; see $WORK/*/*/L*/stdout.log" >&2; exit 1; }
+exit "$table"
