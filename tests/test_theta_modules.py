@@ -2,6 +2,7 @@
 maps (paper: what main computed, times the ρ² margin), the filters' outputs against scipy's lfilter
 and the loop twin, gradients by finite differences, the ring init, and every pole of every layer
 strictly inside the unit circle under CPU bf16/fp16 autocast at extreme weights."""
+import math
 from dataclasses import replace
 
 import pytest
@@ -152,3 +153,43 @@ def test_bad_theta_settings_are_refused():
         validate(stack_cfg("static", theta="ring", theta_ring_rmax=1.0))
     with pytest.raises(ValueError, match="theta-param must be one of"):
         validate(stack_cfg("static", theta_param="sigmoid"))
+
+
+def _init_poles(stack):
+    """Poles of every initial Θ the ring init sets: Focus-H's logits, or the hypernetwork's bias and first bin."""
+    from fairseq_focus.ops.theta import theta_from_logits
+    out = []
+    for block in stack.blocks:
+        filt = block.attn.filter
+        tensors = [filt.logits] if hasattr(filt, "logits") else [filt.local.first_bin_logits,
+                                                                  filt.local.fc2.bias.view(-1, 2)]
+        out += [poles(theta_from_logits(t.detach().double(), "stable")).flatten() for t in tensors]
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("filt", ["static", "adaptive"])
+def test_ring_max_phase_bounds_the_initial_pole_angles(filt):
+    wide = _init_poles(build_stack(filt, "ring", decoder_embed_dim=16, theta_ring_max_phase=math.pi))
+    narrow = _init_poles(build_stack(filt, "ring", decoder_embed_dim=16, theta_ring_max_phase=0.3))
+    assert float(narrow.angle().abs().max()) <= 0.3 + 1e-6
+    assert float(wide.angle().abs().max()) > 1.0  # the default (π) reaches far beyond: the bound is not vacuous
+    assert 0.9 - 1e-6 <= float(narrow.abs().min()) and float(narrow.abs().max()) < 1.0
+
+
+def test_ring_max_phase_default_keeps_the_old_draws():
+    cfg = stack_cfg("static", theta="ring")
+    assert cfg.theta_ring_max_phase == math.pi
+    old = build_stack("static", "ring", seed=3).state_dict()
+    new = build_stack("static", "ring", seed=3, theta_ring_max_phase=math.pi).state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    from fairseq_focus.ops.theta import ring_init_logits
+    torch.manual_seed(3)
+    expected = ring_init_logits((4, 2), 0.9, 0.999, param="stable")  # the op's own default phase range
+    torch.manual_seed(3)
+    assert torch.equal(expected, ring_init_logits((4, 2), 0.9, 0.999, max_phase=math.pi, param="stable"))
+
+
+def test_bad_ring_max_phase_is_refused():
+    for bad in (0.0, -1.0, 3.2):
+        with pytest.raises(ValueError, match="theta-ring-max-phase"):
+            validate(stack_cfg("static", theta="ring", theta_ring_max_phase=bad))

@@ -3,6 +3,7 @@
 The fairseq model configs in ``models/`` inherit these fields, so each hyperparameter, its default
 and its help text live in exactly one place and surface as ``--kebab-case`` CLI flags.
 """
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -64,6 +65,11 @@ class FocusStackConfig:
     )
     theta_ring_rmin: float = field(default=0.9, metadata={"help": "smallest pole radius of --theta-init ring"})
     theta_ring_rmax: float = field(default=0.999, metadata={"help": "largest pole radius of --theta-init ring"})
+    theta_ring_max_phase: float = field(
+        default=math.pi,
+        metadata={"help": "largest pole angle (radians, in (0, π]) of --theta-init ring; LRU's max_phase. π: any "
+                          "angle; small: low-pass poles near +1, which hold a sum over the past (long memory)"},
+    )
     bin_size: int = field(default=64, metadata={"help": "R: time-bin length; Θ is constant in a bin (NFFT in paper mode)"})
     oversampling: int = field(default=4, metadata={"help": "O: max-pooled values per bin and channel fed to the MLP"})
     hyper_hidden_dim: int = field(default=16, metadata={"help": "hidden width of the per-layer hypernetwork MLP"})
@@ -150,6 +156,8 @@ def validate(cfg: FocusStackConfig) -> None:
     if not 0.0 <= cfg.theta_ring_rmin <= cfg.theta_ring_rmax < MAX_RADIUS:
         raise ValueError(f"need 0 <= --theta-ring-rmin <= --theta-ring-rmax < {MAX_RADIUS}, "
                          f"got {cfg.theta_ring_rmin}, {cfg.theta_ring_rmax}")
+    if not 0.0 < cfg.theta_ring_max_phase <= math.pi:
+        raise ValueError(f"need 0 < --theta-ring-max-phase <= pi, got {cfg.theta_ring_max_phase}")
     if cfg.block_wiring not in WIRINGS:
         raise ValueError(f"--block-wiring must be one of {WIRINGS}, got {cfg.block_wiring!r}")
     if cfg.rel_pos_bias not in REL_POS_BIASES:

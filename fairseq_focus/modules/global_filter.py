@@ -174,7 +174,7 @@ def iir_core(module: nn.Module) -> Optional[IIRFilter]:
 def _build_channel_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
     """The channel-wise filter named by ``cfg.focus_filter``, with the stack's hyperparameters."""
     dim = cfg.decoder_embed_dim
-    ring = (cfg.theta_ring_rmin, cfg.theta_ring_rmax) if cfg.theta_init == "ring" else None
+    ring = (cfg.theta_ring_rmin, cfg.theta_ring_rmax, cfg.theta_ring_max_phase) if cfg.theta_init == "ring" else None
     if cfg.focus_filter == "adaptive":
         return AdaptiveIIRFilter(dim, cfg.num_filters, cfg.oversampling, cfg.hyper_hidden_dim, cfg.iir_mode, own_encoder,
                                  bin_size=cfg.bin_size, theta_param=cfg.theta_param, ring=ring)

@@ -98,15 +98,15 @@ class HyperEncoder(StreamingModule):
         return embeddings[:, :blocks_touched(pos, n, self.bin_size)]
 
 
-Ring = Optional[Tuple[float, float]]  # (r_min, r_max) of --theta-init ring, or None for the default init
+Ring = Optional[Tuple[float, float, float]]  # (r_min, r_max, max_phase) of --theta-init ring; None: default init
 
 
 def initial_logits(shape: Tuple[int, ...], ring: Ring) -> Tensor:
     """Logits (*shape, 2) to start from: uniform in (−1, 1) (default), or with the poles of Θ drawn on
-    the ring r_min ≤ |p| ≤ r_max at any phase (``ops/theta.ring_init_logits``, stable map)."""
+    the ring r_min ≤ |p| ≤ r_max at angles up to max_phase (``ops/theta.ring_init_logits``, stable map)."""
     if ring is None:
         return torch.empty(*shape, 2).uniform_(-1.0, 1.0)
-    return ring_init_logits(shape, ring[0], ring[1], param="stable")
+    return ring_init_logits(shape, ring[0], ring[1], max_phase=ring[2], param="stable")
 
 
 class LocalHyperMLP(nn.Module):
