@@ -45,7 +45,7 @@ class FocusStackConfig:
                           "--product-head-dim, with q, k, v projections of x (modules/product_filter.py)"},
     )
     product_head_dim: int = field(
-        default=4,
+        default=8,  # recall at width 64: d = 8 learned it at L = 64, d = 4 did not (docs/RESULTS.md §2)
         metadata={"help": "d of --filter-input product: H = D // d² heads, each filtering its d×d key-value "
                           "outer products; d² must divide --decoder-embed-dim"},
     )
