@@ -78,21 +78,26 @@ def table(work: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("work", type=Path, help="the WORK directory train.sh wrote into")
+def table_cli(make_table, description: str, work_help: str, argv=None) -> int:
+    """``WORK [--out FILE]``: print make_table(WORK) and, with --out, also write it (atomically)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("work", type=Path, help=work_help)
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     if not args.work.is_dir():
         print(f"error: {args.work} is not a directory", file=sys.stderr)
         return 2
-    text = table(args.work)
+    text = make_table(args.work)
     print(text, end="")
     if args.out:
         tmp = args.out.with_suffix(args.out.suffix + ".tmp")
         tmp.write_text(text)
         tmp.replace(args.out)
     return 0
+
+
+def main(argv=None) -> int:
+    return table_cli(table, __doc__.splitlines()[0], "the WORK directory train.sh wrote into", argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ parentheses), the accuracy on queries whose key lies before / inside the query's
 the "most frequent value" rule on the same held-out examples, the updates and epochs reached and the
 run's wall-clock seconds. "—" where a split is empty or a number was not logged.
 """
-import argparse
 import importlib.util
 import re
 import sys
@@ -49,20 +48,7 @@ def table(work: Path) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("work", type=Path, help="the WORK directory recall_grid.sh wrote into")
-    parser.add_argument("--out", type=Path, help="also write the table to this file")
-    args = parser.parse_args(argv)
-    if not args.work.is_dir():
-        print(f"error: {args.work} is not a directory", file=sys.stderr)
-        return 2
-    text = table(args.work)
-    print(text, end="")
-    if args.out:
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
-    return 0
+    return recall_table.table_cli(table, __doc__.splitlines()[0], "the WORK directory recall_grid.sh wrote into", argv)
 
 
 if __name__ == "__main__":
