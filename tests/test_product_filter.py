@@ -5,7 +5,10 @@ its own loop reference, and scipy's lfilter as the oracle of the IIR part) on va
 gradient in fp64, finite differences, streaming == parallel at the module level (token by token,
 uneven segments, the cached last key, beam reorder), causality by perturbation with a planted leak
 that the check catches, the init, Θ passed through to FocusStack.theta and the plot tool, bad
-configurations, and a CPU bf16 forward + backward. The decoder-level matrices (causality, prefix,
+configurations, and a CPU bf16 forward + backward. ``--filter-input both`` (SumFilter: filter_x(x) + the
+product path) at the end: values and gradients against the two references, streaming with both
+filters' states, separate parameters and caches (a planted cache collision that the check catches),
+causality, Θ. The decoder-level matrices (causality, prefix,
 padding, gradients, token-by-token / segments / beam) run the product variants in test_model.py and
 test_incremental.py.
 """
@@ -21,7 +24,7 @@ from torch.func import functional_call
 from fairseq_focus.modules.config import FocusStackConfig, validate
 from fairseq_focus.modules.focus_stack import FocusStack
 from fairseq_focus.modules.gated_attention import init_linears
-from fairseq_focus.modules.product_filter import ProductFilter
+from fairseq_focus.modules.product_filter import ProductFilter, SumFilter
 from fairseq_focus.ops.ema import ema_filter_ref
 from fairseq_focus.ops.iir import iir_filter_ref
 from helpers import TINY_LM, USER_DIR, run
@@ -153,6 +156,17 @@ def reorder(modules, state, new_order):
                 m.reorder_incremental_state(state, new_order)
 
 
+def assert_a_beam_reorder_is_followed(module, encoder, x):
+    """Beam search on x (3, 48, D): 21 steps, keep streams [2, 0, 0], continue with new inputs == parallel."""
+    split, new_order = 21, torch.tensor([2, 0, 0])
+    _, state = stream(module, encoder, x[:, :split], [1] * split)
+    reorder([module] + ([] if encoder is None else [encoder]), state, new_order)
+    continued = torch.cat([x[new_order, :split], inputs(3, 48 - split, seed=5)], dim=1)
+    after, _ = stream(module, encoder, continued[:, split:], [4, 1, 22], state, start=split)
+    torch.testing.assert_close(after, module(continued, embedding(encoder, continued))[:, split:],
+                               rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("filt,mode,theta,share", INNER, ids=IDS)
 def test_streaming_equals_parallel_and_follows_a_beam_reorder(filt, mode, theta, share):
     module, encoder = product_filter(filt, mode, theta, share)
@@ -165,14 +179,7 @@ def test_streaming_equals_parallel_and_follows_a_beam_reorder(filt, mode, theta,
             # the cached last key is the last input's key
             k_last = module.get_cache(state)["k_last"]
             torch.testing.assert_close(k_last, module.k_proj(x[:, -1]).view(3, 2, 2), rtol=0, atol=0)
-        # beam search: 21 steps, keep streams [2, 0, 0], continue with new inputs
-        split, new_order = 21, torch.tensor([2, 0, 0])
-        _, state = stream(module, encoder, x[:, :split], [1] * split)
-        reorder([module] + ([] if encoder is None else [encoder]), state, new_order)
-        continued = torch.cat([x[new_order, :split], inputs(3, 48 - split, seed=5)], dim=1)
-        after, _ = stream(module, encoder, continued[:, split:], [4, 1, 22], state, start=split)
-        torch.testing.assert_close(after, module(continued, embedding(encoder, continued))[:, split:],
-                                   rtol=1e-9, atol=1e-9)
+        assert_a_beam_reorder_is_followed(module, encoder, x)
 
 
 def test_the_streaming_check_sees_a_lost_key():
@@ -246,24 +253,35 @@ def test_init_keeps_the_product_path_alive(filt):
 
 
 def test_theta_is_the_inner_filters_on_kv_and_the_plot_tool_draws_it(tmp_path):
-    from fairseq_focus.models.focus_lm import FocusDecoder, FocusLMConfig
-    from fairseq_focus.tools.plot_filters import plot_filters
-
-    torch.manual_seed(0)
-    cfg = FocusLMConfig(decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=16,
-                        decoder_z_dim=8, bin_size=8, chunk_size=8, hyper_kernel_size=16, max_target_positions=256,
-                        dropout=0.0, filter_input="product", product_head_dim=2)
-    decoder = FocusDecoder(cfg, byte_dictionary()).eval()
-    tokens = torch.randint(4, 260, (1, 30), generator=torch.Generator().manual_seed(0))
-    thetas = decoder.theta(tokens)
+    decoder, tokens, thetas, x = theta_of_a_tiny_lm("product")
     stack = decoder.stack
-    x = decoder.embed_scale * decoder.embed_tokens(tokens)
-    x, _ = stack._pad(x, None)
     attn = stack.blocks[0].attn
     with torch.no_grad():
         kv = attn.filter.kv(attn.filter_input(x))
         torch.testing.assert_close(thetas[0], attn.filter.inner.theta(kv, stack.shared_encoder(x)))
     assert thetas[0].shape == (1, 4, 16, 1, 2)  # one Θ per kv channel, 4 bins of 8
+    assert_the_plot_tool_draws(decoder, tokens, tmp_path)
+
+
+def theta_of_a_tiny_lm(filter_input):
+    """A 2-layer adaptive LM decoder (D = 16, bins of 8) with the given --filter-input, 30 tokens, the Θ
+    that decoder.theta gives for them, and the padded embedded input the stack's first layer sees."""
+    from fairseq_focus.models.focus_lm import FocusDecoder, FocusLMConfig
+
+    torch.manual_seed(0)
+    cfg = FocusLMConfig(decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=16,
+                        decoder_z_dim=8, bin_size=8, chunk_size=8, hyper_kernel_size=16, max_target_positions=256,
+                        dropout=0.0, filter_input=filter_input, product_head_dim=2)
+    decoder = FocusDecoder(cfg, byte_dictionary()).eval()
+    tokens = torch.randint(4, 260, (1, 30), generator=torch.Generator().manual_seed(0))
+    thetas = decoder.theta(tokens)
+    x, _ = decoder.stack._pad(decoder.embed_scale * decoder.embed_tokens(tokens), None)
+    return decoder, tokens, thetas, x
+
+
+def assert_the_plot_tool_draws(decoder, tokens, tmp_path):
+    from fairseq_focus.tools.plot_filters import plot_filters
+
     files = plot_filters(SimpleNamespace(decoder=decoder), tokens[0], str(tmp_path / "plots"))
     assert any(f.endswith("layer1_frequency_response.png") for f in files)
 
@@ -316,3 +334,144 @@ def test_fairseq_train_refuses_a_head_dim_that_does_not_divide(byte_corpus, tmp_
     assert "ValueError: --filter-input product needs --product-head-dim d with d² dividing --decoder-embed-dim: " \
            "3² does not divide 32" in proc.stderr
     assert not list(tmp_path.glob("*.pt"))
+
+
+# ---- --filter-input both: filter_x(x, e) + ProductFilter(x, e) --------------------------------------
+
+# (filter, mode, Θ map, shared hypernetwork encoder): each filter kind, the own-encoder case, both modes
+BOTH = [("adaptive", "carry", "stable", True), ("adaptive", "causal", "paper", False),
+        ("static", "carry", "stable", True), ("ema", "causal", "paper", True)]
+BOTH_IDS = ["-".join(map(str, v)) for v in BOTH]
+
+
+def sum_filter(filt, mode="carry", theta="stable", share=True, seed=0):
+    """(the stack's first filter — a SumFilter whose product path has H = 2 heads of d = 2 — , the
+    shared encoder or None), fp64."""
+    torch.manual_seed(seed)
+    stack = FocusStack(stack_cfg(filt, mode, theta, share, filter_input="both")).double().eval()
+    module = stack.blocks[0].attn.filter
+    assert isinstance(module, SumFilter) and isinstance(module.product, ProductFilter)
+    assert not isinstance(module.direct, ProductFilter) and type(module.direct) is type(module.product.inner)
+    return module, stack.shared_encoder
+
+
+def sum_ref(module, x, e):
+    """The x path through its filter's loop reference plus the product path's loop twin: (sum, x path, product path)."""
+    direct, _ = inner_ref(module.direct, x, e)
+    product = product_ref(module.product, x, e)[0]
+    return direct + product, direct, product
+
+
+@pytest.mark.parametrize("filt,mode,theta,share", BOTH, ids=BOTH_IDS)
+def test_both_equals_the_x_path_plus_the_product_path_values_and_gradients(filt, mode, theta, share):
+    module, encoder = sum_filter(filt, mode, theta, share)
+    x = inputs(length=40).requires_grad_()
+    e = embedding(encoder, x)
+    got = module(x, e)
+    expected, direct, product = sum_ref(module, x, e)
+    assert float(direct.std()) > 0.05 and float(product.std()) > 0.05  # both terms alive
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(module.direct(x, e), direct, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(got)
+    params = [x] + list(module.parameters()) + ([] if encoder is None else list(encoder.parameters()))
+    grads = torch.autograd.grad((got * weights).sum(), params, retain_graph=True)
+    grads_ref = torch.autograd.grad((expected * weights).sum(), params)
+    for (name, _), g in zip(module.named_parameters(), grads[1:]):
+        assert float(g.abs().max()) > 0, name  # both paths' parameters learn
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_both_gradients_match_finite_differences():
+    module, encoder = sum_filter("adaptive", "carry", "paper")
+    names, params = zip(*[(n, p.detach().requires_grad_()) for n, p in module.named_parameters()])
+    x = inputs(1, 16, seed=2).requires_grad_()
+
+    def apply(x, *ps):
+        return functional_call(module, dict(zip(names, ps)), (x, embedding(encoder, x)))
+
+    assert torch.autograd.gradcheck(apply, (x, *params), fast_mode=True)
+
+
+def cache_owners(module):
+    """The streaming modules inside a SumFilter whose caches must stay apart, by name."""
+    owners = {"direct": module.direct, "product": module.product, "product.inner": module.product.inner}
+    for name, filt in (("direct", module.direct), ("product.inner", module.product.inner)):
+        if getattr(filt, "own_encoder", None) is not None:
+            owners[name + ".own_encoder"] = filt.own_encoder
+    return owners
+
+
+@pytest.mark.parametrize("filt,mode,theta,share", BOTH, ids=BOTH_IDS)
+def test_both_streaming_equals_parallel_with_each_filters_own_state_and_beam_reorder(filt, mode, theta, share):
+    module, encoder = sum_filter(filt, mode, theta, share)
+    x = inputs(3, 48)
+    with torch.no_grad():
+        full = module(x, embedding(encoder, x))
+        for cuts in ([1] * 48, CUTS):
+            out, state = stream(module, encoder, x, cuts)
+            torch.testing.assert_close(out, full, rtol=1e-9, atol=1e-9)
+            # each filter's state is the one it reaches streaming its own input alone: x for the x path,
+            # kv for the product path (the product path's cache, the last key, comes with it)
+            _, alone_x = stream(module.direct, encoder, x, cuts)
+            _, alone_p = stream(module.product, encoder, x, cuts)
+            for filt_module, alone in ((module.direct, alone_x), (module.product.inner, alone_p),
+                                       (module.product, alone_p)):
+                got, want = filt_module.get_cache(state), filt_module.get_cache(alone)
+                assert got.keys() == want.keys() and got
+                for key in got:
+                    torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-12)
+        assert_a_beam_reorder_is_followed(module, encoder, x)
+
+
+@pytest.mark.parametrize("filt,mode,theta,share", [BOTH[1], BOTH[2]], ids=[BOTH_IDS[1], BOTH_IDS[2]])
+def test_both_paths_have_separate_parameters_and_caches_and_a_collision_is_caught(filt, mode, theta, share):
+    """Two builder calls: no parameter (or own encoder) shared between the paths, one cache key each.
+    Planting the x path's key on the product path's filter (what a deepcopy would do) must break streaming."""
+    module, encoder = sum_filter(filt, mode, theta, share)
+    direct_ids = {id(p) for p in module.direct.parameters()}
+    assert direct_ids and direct_ids.isdisjoint(id(p) for p in module.product.parameters())
+    owners = cache_owners(module)
+    assert len({m._incremental_state_id for m in owners.values()}) == len(owners), owners.keys()
+    if not share:
+        assert module.direct.own_encoder is not module.product.inner.own_encoder
+    x = inputs(2, 48)
+    with torch.no_grad():
+        full = module(x, embedding(encoder, x))
+        torch.testing.assert_close(stream(module, encoder, x, CUTS)[0], full, rtol=1e-9, atol=1e-9)
+        module.product.inner._incremental_state_id = module.direct._incremental_state_id
+        collided, _ = stream(module, encoder, x, CUTS)
+    assert float((collided - full).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("filt,mode,theta,share", BOTH, ids=BOTH_IDS)
+def test_both_causal_by_perturbation(filt, mode, theta, share):
+    module, encoder = sum_filter(filt, mode, theta, share)
+    for t0 in (0, 1, 7, 8, 9, 23, 39):
+        assert_perturbation_stays_ahead(module, encoder, t0)
+
+
+def test_both_perturbation_check_catches_a_leak_in_the_product_path():
+    module, _ = sum_filter("static", "carry", "paper")
+    module.product.__class__ = LeakyProduct
+    with pytest.raises(AssertionError, match="moved by"):
+        assert_perturbation_stays_ahead(module, None, 9)
+
+
+def test_both_theta_is_the_x_paths_and_the_plot_tool_draws_it(tmp_path):
+    decoder, tokens, thetas, x = theta_of_a_tiny_lm("both")
+    stack = decoder.stack
+    attn = stack.blocks[0].attn
+    with torch.no_grad():
+        e = stack.shared_encoder(x)
+        xin = attn.filter_input(x)
+        torch.testing.assert_close(thetas[0], attn.filter.direct.theta(xin, e))
+        assert float((thetas[0] - attn.filter.product.theta(xin, e)).abs().max()) > 1e-4  # not the product path's
+    assert_the_plot_tool_draws(decoder, tokens, tmp_path)
+
+
+def test_both_refuses_a_bad_head_dim_in_one_line():
+    cfg = FocusStackConfig(decoder_embed_dim=10, filter_input="both", product_head_dim=4)
+    with pytest.raises(ValueError, match="--product-head-dim") as info:
+        validate(cfg)
+    assert "\n" not in str(info.value)

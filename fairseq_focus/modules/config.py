@@ -9,7 +9,7 @@ from typing import Dict, Optional
 
 FILTERS = ("adaptive", "static", "ema")
 THETA_INITS = ("default", "ring")
-FILTER_INPUTS = ("x", "product")
+FILTER_INPUTS = ("x", "product", "both")
 
 # fairseq turns a bool field that defaults to True into a store_false flag (``--share-hypernet`` would
 # switch sharing *off*), so every such setting is a ``no_…`` field defaulting to False. The old name
@@ -42,11 +42,12 @@ class FocusStackConfig:
         default="x",
         metadata={"help": "what the global filter filters. x: the normed block input (the paper); product "
                           "(beyond the paper, after H3): q ⊙ filter(shift(k) ⊗ v) per head of "
-                          "--product-head-dim, with q, k, v projections of x (modules/product_filter.py)"},
+                          "--product-head-dim, with q, k, v projections of x (modules/product_filter.py); both (beyond the "
+                          "paper): the sum of the two, each with its own filter of the --focus-filter kind"},
     )
     product_head_dim: int = field(
         default=8,  # recall at width 64: d = 8 learned it at L = 64, d = 4 did not (docs/RESULTS.md §2)
-        metadata={"help": "d of --filter-input product: H = D // d² heads, each filtering its d×d key-value "
+        metadata={"help": "d of --filter-input product (and both): H = D // d² heads, each filtering its d×d key-value "
                           "outer products; d² must divide --decoder-embed-dim"},
     )
     num_filters: int = field(default=1, metadata={"help": "F: order-2 filters per channel, summed (eq. 7)"})
@@ -143,7 +144,7 @@ def validate(cfg: FocusStackConfig) -> None:
         raise ValueError(f"--iir-mode must be one of {MODES}, got {cfg.iir_mode!r}")
     if cfg.filter_input not in FILTER_INPUTS:
         raise ValueError(f"--filter-input must be one of {FILTER_INPUTS}, got {cfg.filter_input!r}")
-    if cfg.filter_input == "product":
+    if cfg.filter_input in ("product", "both"):
         from .product_filter import product_heads
         product_heads(cfg.decoder_embed_dim, cfg.product_head_dim)
     from ..ops.theta import MAX_RADIUS, PARAMS

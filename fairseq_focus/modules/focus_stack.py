@@ -24,8 +24,7 @@ from torch import Tensor, nn
 
 from .config import upgrade_renamed, validate
 from .focus_layer import FocusBlock
-from .global_filter import build_filter, iir_core, rename_prefix
-from .hypernetwork import HyperEncoder
+from .global_filter import build_encoder, build_filter, iir_core, rename_prefix
 from .streaming import IncrementalState, StreamingModule
 
 
@@ -37,21 +36,16 @@ class FocusStack(StreamingModule):
         adaptive = cfg.focus_filter == "adaptive"
         self.bin_size = cfg.bin_size if cfg.focus_filter != "ema" else 1
         self.multiple = math.lcm(self.bin_size, cfg.chunk_size)
-        self.shared_encoder = self._encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
+        self.shared_encoder = build_encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
         own = adaptive and cfg.no_share_hypernet
         self.blocks = nn.ModuleList(
-            [FocusBlock(cfg, build_filter(cfg, self._encoder(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
+            [FocusBlock(cfg, build_filter(cfg, build_encoder(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
         )
         if cfg.checkpoint_activations or cfg.offload_activations:
             for block in self.blocks:  # patches block.forward only: forward_stream (decoding) keeps no graph anyway
                 checkpoint_wrapper(block, offload_to_cpu=cfg.offload_activations)
         dim = cfg.decoder_embed_dim
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=not cfg.no_affine_final_norm) if not cfg.no_normalize_before else None
-
-    @staticmethod
-    def _encoder(cfg) -> HyperEncoder:
-        return HyperEncoder(cfg.decoder_embed_dim, cfg.hyper_kernel_size, cfg.bin_size, cfg.oversampling,
-                               cfg.hyper_squash, cfg.hyper_smooth)
 
     def _pad(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
         """Zero the pads and right-pad (B, L, D) to (B, L + pad, D), a whole number of bins and chunks."""
@@ -77,7 +71,8 @@ class FocusStack(StreamingModule):
     def theta(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> List[Tensor]:
         """Θ (B, Nbins, D, F, 2) each layer's IIR filter applies in :meth:`forward` of x (B, L, D);
         Nbins counts the bins of the padded sequence. Raises for a stack of EMA filters. With
-        ``--filter-input product`` each Θ is the one applied to the key-value product channels."""
+        ``--filter-input product`` each Θ is the one applied to the key-value product channels; with
+        ``both`` it is the x path's (the paper's Θ), the product path's stays at ``filter.product.theta``."""
         if not all(iir_core(block.attn.filter) is not None for block in self.blocks):
             raise ValueError("Θ needs IIR filters (--focus-filter adaptive or static); this model uses the EMA")
         x, padding_mask = self._pad(x, padding_mask)

@@ -36,7 +36,7 @@ from ..ops.iir import iir_filter, iir_filter_segment
 from ..ops.segments import blocks_touched
 from ..ops.theta import theta_from_logits
 from .hypernetwork import HyperEncoder, LocalHyperMLP, Ring, initial_logits
-from .product_filter import ProductFilter
+from .product_filter import ProductFilter, SumFilter
 from .streaming import IncrementalState, StreamingModule
 
 
@@ -156,17 +156,33 @@ class EMAFilter(StreamingModule):
         return F.silu(y.transpose(1, 2) + self.omega * x)  # (B, n, D)
 
 
+def build_encoder(cfg) -> HyperEncoder:
+    """A hypernetwork encoder H_global with the stack's hyperparameters (shared, or one per filter)."""
+    return HyperEncoder(cfg.decoder_embed_dim, cfg.hyper_kernel_size, cfg.bin_size, cfg.oversampling,
+                        cfg.hyper_squash, cfg.hyper_smooth)
+
+
 def build_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
     """The variant named by ``cfg.focus_filter``, wrapped in a :class:`ProductFilter` with
-    ``--filter-input product`` (then it filters key-value products, not x)."""
+    ``--filter-input product`` (then it filters key-value products, not x); with ``both``, that filter
+    of x plus a product path around a second filter of the same kind (:class:`SumFilter`)."""
     inner = _build_channel_filter(cfg, own_encoder)
+    if cfg.filter_input == "x":
+        return inner
     if cfg.filter_input == "product":
         return ProductFilter(cfg.decoder_embed_dim, cfg.product_head_dim, inner)
-    return inner
+    # both: the product path's filter gets an encoder of its own, never ``own_encoder`` itself. That one
+    # sees x; this one sees kv, a different signal, and a shared module object would also share its
+    # streaming cache (one input history fed x and kv in turn). With the shared encoder (own_encoder
+    # None) both filters read the same e, each through its own LocalHyperMLP.
+    second = build_encoder(cfg) if own_encoder is not None else None
+    return SumFilter(inner, ProductFilter(cfg.decoder_embed_dim, cfg.product_head_dim, _build_channel_filter(cfg, second)))
 
 
 def iir_core(module: nn.Module) -> Optional[IIRFilter]:
-    """The IIR filter whose Θ a layer's filter applies (inside a ProductFilter too), or None (EMA)."""
+    """The IIR filter whose Θ a layer's filter applies (inside a ProductFilter too; the x path's in a
+    SumFilter), or None (EMA)."""
+    module = module.direct if isinstance(module, SumFilter) else module
     module = module.inner if isinstance(module, ProductFilter) else module
     return module if isinstance(module, IIRFilter) else None
 

@@ -24,6 +24,10 @@ Glossary: D = decoder_embed_dim, d = --product-head-dim, H = D // d² heads.
 Init: LeCun normal, N(0, 1/fan_in), zero biases, for the four projections (see :meth:`reset_parameters`).
 Streaming: the last key (B, H, d) is this module's cache, so the shift crosses segment boundaries;
 the inner filter keeps its own state. Both follow beam reorders (:class:`StreamingModule`).
+
+``--filter-input both`` (:class:`SumFilter`): x_f = filter_x(x, e) + ProductFilter(x, e), the paper's
+path and the product path side by side, each with its own filter of the ``--focus-filter`` kind (own
+Θ parameters; own encoder with ``--no-share-hypernet``; own streaming state).
 """
 from typing import Optional, Tuple
 
@@ -108,3 +112,32 @@ class ProductFilter(StreamingModule):
         self.set_cache(incremental_state, {"k_last": k[:, -1]})
         s = self.inner.forward_stream(self.products(k_prev, v), e, pos, incremental_state)
         return self.readout(q, s)
+
+
+class SumFilter(nn.Module):
+    """``--filter-input both``: x (B, L, D) -> direct(x, e) + product(x, e) (B, L, D).
+
+    ``direct`` is the paper's filter of x; ``product`` a :class:`ProductFilter` around a second filter
+    of the same kind. The two filters are separate instances (built by two calls of the builder), so
+    their parameters differ and so do their streaming caches: fairseq keys each module's
+    ``incremental_state`` entries by a per-instance id (``with_incremental_state``), which a second
+    construction draws anew (a ``copy.deepcopy`` would copy it, and the two states would collide).
+    This module keeps no state of its own. Parameter names: ``direct.*`` and ``product.*``.
+    """
+
+    def __init__(self, direct: nn.Module, product: ProductFilter):
+        super().__init__()
+        self.direct, self.product = direct, product
+
+    def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        """Θ (B, Nbins, D, F, 2) of the x path (the paper's Θ, what the plot tools draw); the product
+        path's Θ on its key-value channels is ``self.product.theta(x, e)``."""
+        return self.direct.theta(x, e)
+
+    def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        return self.direct(x, e) + self.product(x, e)
+
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        """x (B, n, D) at stream positions pos … -> (B, n, D); each path updates its own state."""
+        return (self.direct.forward_stream(x, e, pos, incremental_state)
+                + self.product.forward_stream(x, e, pos, incremental_state))
