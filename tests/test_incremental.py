@@ -149,6 +149,8 @@ VARIANTS += [v + ("product",) for v in [
     ("static", "carry", True, "stable", "paper"), ("static", "causal", True, "paper", "paper"),
     ("ema", "causal", True, "paper", "mega"), ("adaptive", "carry", False, "stable", "mega"),
 ]]
+# --filter-input both (the x path plus the product path): own encoders, and MEGA's EMA in MEGA's wiring
+VARIANTS += [("adaptive", "carry", False, "stable", "paper", "both"), ("ema", "causal", True, "paper", "mega", "both")]
 LENGTH = 61  # bins of 8 and chunks of 12: a multiple of neither, crossing both several times
 
 
@@ -173,8 +175,9 @@ def tiny_decoder(focus_filter, iir_mode, share_hypernet, theta_param="paper", bl
     # The stable ring puts poles at radius up to 0.999, where the recursion amplifies rounding: in fp32
     # the parallel and the streaming paths (different summation orders) differed by 4.4e-5 in
     # log-probability for static-carry (fp64: 2.9e-13), so those variants run in fp64.
-    # The product path amplifies rounding the same way (kv through poles near the circle), so it runs in fp64 too.
-    return (decoder.double() if theta_param == "stable" or filter_input == "product" else decoder).eval()
+    # The product path amplifies rounding the same way (kv through poles near the circle), so it runs in fp64 too
+    # (also inside --filter-input both).
+    return (decoder.double() if theta_param == "stable" or filter_input != "x" else decoder).eval()
 
 
 def random_tokens(decoder, bsz, length, seed=1):

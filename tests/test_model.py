@@ -17,12 +17,13 @@ PAPER = [("adaptive", "causal"), ("adaptive", "carry"), ("static", "causal"), ("
 # (filter, mode, Θ map, block wiring, filter input): every variant with eq. 5's map, the IIR ones again with
 # the stable map started on the ring 0.9 ≤ |p| ≤ 0.999 (long memory: what carries across bins in carry
 # mode), every filter and causal mode in MEGA's block wiring (issue 10), and a few with the filter on
-# key-value products (--filter-input product, 4 heads of d = 2)
+# key-value products (--filter-input product, 4 heads of d = 2), and two with both paths (--filter-input both)
 VARIANTS = ([(f, m, "paper", "paper", "x") for f, m in PAPER]
             + [(f, m, "stable", "paper", "x") for f, m in PAPER if f != "ema"]
             + [(f, m, "paper", "mega", "x") for f, m in PAPER]
             + [("adaptive", "carry", "stable", "paper", "product"), ("static", "causal", "paper", "paper", "product"),
-               ("ema", "causal", "paper", "mega", "product")])
+               ("ema", "causal", "paper", "mega", "product"),
+               ("adaptive", "carry", "stable", "paper", "both"), ("static", "causal", "paper", "mega", "both")])
 THETA = {"paper": {}, "stable": {"theta_param": "stable", "theta_init": "ring"}}
 
 
