@@ -176,7 +176,8 @@ def build_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
     # streaming cache (one input history fed x and kv in turn). With the shared encoder (own_encoder
     # None) both filters read the same e, each through its own LocalHyperMLP.
     second = build_encoder(cfg) if own_encoder is not None else None
-    return SumFilter(inner, ProductFilter(cfg.decoder_embed_dim, cfg.product_head_dim, _build_channel_filter(cfg, second)))
+    product = ProductFilter(cfg.decoder_embed_dim, cfg.product_head_dim, _build_channel_filter(cfg, second))
+    return SumFilter(inner, product)
 
 
 def iir_core(module: nn.Module) -> Optional[IIRFilter]:
