@@ -46,7 +46,7 @@ class FocusStackConfig:
                           "paper): the sum of the two, each with its own filter of the --focus-filter kind"},
     )
     product_head_dim: int = field(
-        default=8,  # recall at width 64: d = 8 learned it at L = 64, d = 4 did not (docs/RESULTS.md §2)
+        default=8,  # recall at width 64, L = 64: d = 8 learned it in one seed of two, d = 4 in none (RESULTS.md §2)
         metadata={"help": "d of --filter-input product (and both): H = D // d² heads, each filtering its d×d key-value "
                           "outer products; d² must divide --decoder-embed-dim"},
     )
