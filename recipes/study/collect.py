@@ -7,26 +7,26 @@ evaluation both succeeded) and prints one markdown row per variant, in the order
 WORK/variants.txt: parameters, updates, test BPC of every seed, their mean, and the mean training
 and evaluation seconds per run. Variants listed but without results are "—".
 """
-import argparse
+import importlib.util
 import json
 import statistics
 import sys
 from pathlib import Path
 
+_spec = importlib.util.spec_from_file_location(
+    "recall_table", Path(__file__).resolve().parent.parent / "associative_recall" / "collect.py")
+recall_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(recall_table)  # for its table_cli
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("work", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
-    args = parser.parse_args(argv)
+
+def table(work: Path) -> str:
     results = {}
-    for path in sorted(args.work.glob("runs/*/seed*/result.json")):
+    for path in sorted(work.glob("runs/*/seed*/result.json")):
         r = json.loads(path.read_text())
         results.setdefault(r["variant"], []).append(r)
     if not results:
-        print(f"error: no runs/*/seed*/result.json under {args.work}", file=sys.stderr)
-        return 1
-    order_file = args.work / "variants.txt"
+        raise SystemExit(f"error: no runs/*/seed*/result.json under {work}")
+    order_file = work / "variants.txt"
     order = [line.split()[0] for line in order_file.read_text().splitlines()
              if line.strip() and not line.lstrip().startswith("#")] if order_file.exists() else []
     order += sorted(set(results) - set(order))
@@ -46,13 +46,11 @@ def main(argv=None) -> int:
         cells.append(f"{statistics.mean(r['train_seconds'] for r in rs.values()):.0f}")
         cells.append(f"{statistics.mean(r['eval_seconds'] for r in rs.values()):.0f}")
         rows.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(rows) + "\n"
-    print(text, end="")
-    if args.out:
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
-    return 0
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None) -> int:
+    return recall_table.table_cli(table, __doc__.splitlines()[0], "the WORK directory run.py wrote into", argv)
 
 
 if __name__ == "__main__":
