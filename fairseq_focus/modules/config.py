@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-FILTERS = ("adaptive", "static", "ema")
+FILTERS = ("adaptive", "adaptive-residual", "selective", "static", "ema")
+HYPER_FILTERS = ("adaptive", "adaptive-residual")  # the filters that read the hypernetwork encoder
 THETA_INITS = ("default", "ring")
 FILTER_INPUTS = ("x", "product", "both")
 
@@ -30,7 +31,11 @@ class FocusStackConfig:
     decoder_z_dim: int = field(default=64, metadata={"help": "query/key dimension Z of the attention head"})
     focus_filter: str = field(
         default="adaptive",
-        metadata={"help": "adaptive: Θ from the hypernetwork (Focus); static: learned Θ (Focus-H); ema: MEGA's EMA"},
+        metadata={"help": "adaptive: Θ per bin from the hypernetwork (Focus, the paper); adaptive-residual: learned "
+                          "per-channel Θ logits plus the hypernetwork's part, the latter initialised at zero; "
+                          "selective: Θ and an input gain per token and channel, learned per-channel logits plus a "
+                          "low-rank projection of the current input initialised at zero (Mamba-style selection); "
+                          "static: learned Θ (Focus-H); ema: MEGA's EMA"},
     )
     iir_mode: str = field(
         default="causal",
@@ -49,6 +54,11 @@ class FocusStackConfig:
         default=8,  # recall at width 64, L = 64: d = 8 learned it in one seed of two, d = 4 in none (RESULTS.md §2)
         metadata={"help": "d of --filter-input product (and both): H = D // d² heads, each filtering its d×d key-value "
                           "outer products; d² must divide --decoder-embed-dim"},
+    )
+    selective_rank: int = field(
+        default=16,
+        metadata={"help": "rank of --focus-filter selective's input projection (x -> rank -> per-channel Θ logits and "
+                          "gain), as Mamba's dt_rank"},
     )
     num_filters: int = field(default=1, metadata={"help": "F: order-2 filters per channel, summed (eq. 7)"})
     # How the adaptive and static filters map their logits to Θ (ops/theta.py), and its init.
@@ -165,5 +175,10 @@ def validate(cfg: FocusStackConfig) -> None:
         raise ValueError(f"--rel-pos-bias must be one of {REL_POS_BIASES}, got {cfg.rel_pos_bias!r}")
     if cfg.rel_pos_bias == "rotary" and cfg.decoder_z_dim % 2 != 0:
         raise ValueError(f"--rel-pos-bias rotary needs an even --decoder-z-dim, got {cfg.decoder_z_dim}")
-    if cfg.focus_filter == "adaptive" and cfg.bin_size % cfg.oversampling != 0:
+    if cfg.focus_filter == "selective" and cfg.iir_mode != "carry":
+        raise ValueError(f"--focus-filter selective changes Θ at every token through the carried recursion; it needs "
+                         f"--iir-mode carry, got {cfg.iir_mode!r}")
+    if cfg.selective_rank < 1:
+        raise ValueError(f"--selective-rank must be positive, got {cfg.selective_rank}")
+    if cfg.focus_filter in HYPER_FILTERS and cfg.bin_size % cfg.oversampling != 0:
         raise ValueError(f"--bin-size {cfg.bin_size} must be a multiple of --oversampling {cfg.oversampling}")

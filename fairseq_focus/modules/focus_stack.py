@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import Tensor, nn
 
-from .config import upgrade_renamed, validate
+from .config import HYPER_FILTERS, upgrade_renamed, validate
 from .focus_layer import FocusBlock
 from .global_filter import build_encoder, build_filter, iir_core, rename_prefix
 from .streaming import IncrementalState, StreamingModule
@@ -33,8 +33,8 @@ class FocusStack(StreamingModule):
         super().__init__()
         upgrade_renamed(cfg)
         validate(cfg)
-        adaptive = cfg.focus_filter == "adaptive"
-        self.bin_size = cfg.bin_size if cfg.focus_filter != "ema" else 1
+        adaptive = cfg.focus_filter in HYPER_FILTERS
+        self.bin_size = cfg.bin_size if cfg.focus_filter not in ("ema", "selective") else 1  # Θ per token: no bins
         self.multiple = math.lcm(self.bin_size, cfg.chunk_size)
         self.shared_encoder = build_encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
         own = adaptive and cfg.no_share_hypernet

@@ -1,6 +1,11 @@
 """The global filter in front of the attention: x (B, L, D) -> x_f (B, L, D), three variants.
 
 * :class:`AdaptiveIIRFilter` (Focus): Θ from the hypernetwork, per bin (paper eq. 1-8).
+  ``adaptive-residual``: the same with learned per-channel logits added to the hypernetwork's
+  output, whose last layer starts at zero (the filter starts as the static one).
+* :class:`SelectiveIIRFilter` (beyond the paper): Θ and an input gain per token and channel, learned
+  per-channel logits plus a low-rank projection of the current input that starts at zero —
+  selection as in Mamba (Gu & Dao 2023), on an order-2 filter (``ops/selective_iir.py``).
 * :class:`StaticIIRFilter` (Focus-H, the paper's ablation): Θ from learned logits (eq. 5's sigmoid,
   or the stable map), the same for every bin and input.
 
@@ -33,7 +38,9 @@ from torch import Tensor, nn
 
 from ..ops.ema import ema_filter, ema_filter_stream
 from ..ops.iir import iir_filter, iir_filter_segment
+from ..ops.precision import compute_dtype, no_autocast
 from ..ops.segments import blocks_touched
+from ..ops.selective_iir import tv_iir_filter, tv_iir_stream
 from ..ops.theta import theta_from_logits
 from .hypernetwork import HyperEncoder, LocalHyperMLP, Ring, initial_logits
 from .product_filter import ProductFilter, SumFilter
@@ -74,9 +81,9 @@ class AdaptiveIIRFilter(IIRFilter):
 
     def __init__(self, dim: int, num_filters: int, oversampling: int, hidden: int, mode: str,
                  own_encoder: Optional[HyperEncoder], bin_size: Optional[int] = None, theta_param: str = "paper",
-                 ring: Ring = None):
+                 ring: Ring = None, residual: bool = False):
         super().__init__(mode, bin_size if bin_size is not None or own_encoder is None else own_encoder.bin_size)
-        self.local = LocalHyperMLP(dim, oversampling, hidden, num_filters, theta_param, ring)
+        self.local = LocalHyperMLP(dim, oversampling, hidden, num_filters, theta_param, ring, residual)
         self.own_encoder = own_encoder  # None when the model shares one encoder
 
     def _embedding(self, e: Optional[Tensor]) -> Tensor:
@@ -116,6 +123,50 @@ class StaticIIRFilter(IIRFilter):
 
     def theta_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
         return self._for(x.size(0), blocks_touched(pos, x.size(1), self.bin_size))
+
+
+class SelectiveIIRFilter(IIRFilter):
+    """Θ[t] = map(logits + U·V·x[t]) and g[t] = 2·sigmoid(w_g·V·x[t]) per token and channel (bin size 1).
+
+    ``logits`` (D, F, 2) are the static filter's (same init); V (rank × D) and U are a low-rank
+    projection of the filter's input at the same token, as Mamba's Δ projection (dt_rank); U starts
+    at zero, so the filter starts as the static one with unit gain and learns how far to move with
+    the input. Θ[t] depends on x[t] (not on later samples), so the output stays causal. The map and
+    the gain run in fp32 with autocast off (``ops/theta.py``).
+    """
+
+    def __init__(self, dim: int, num_filters: int, rank: int, theta_param: str = "stable", ring: Ring = None):
+        super().__init__("carry", 1)
+        self.theta_param, self.num_filters = theta_param, num_filters
+        self.logits = nn.Parameter(initial_logits((dim, num_filters), ring))
+        self.down = nn.Linear(dim, rank, bias=False)  # PyTorch's default (Kaiming-uniform) init
+        self.up = nn.Linear(rank, dim * (2 * num_filters + 1), bias=False)
+        nn.init.zeros_(self.up.weight)  # start as the static filter (Θ = map(logits), g = 1)
+
+    def theta_and_gain(self, x: Tensor):
+        """x (B, L, D) -> Θ (B, L, D, F, 2) and g (B, L, D), both fp32 (fp64 for fp64 x)."""
+        bsz, length, dim = x.shape
+        with no_autocast(x):  # both projections in fp32 too: a half-precision one can overflow to inf/nan
+            dtype = compute_dtype(x)
+            m = F.linear(F.linear(x.to(dtype), self.down.weight.to(dtype)), self.up.weight.to(dtype))  # (B, L, D·(2F+1))
+            delta = m[..., : dim * 2 * self.num_filters].view(bsz, length, dim, self.num_filters, 2)
+            theta = theta_from_logits(self.logits.to(m.dtype) + delta, self.theta_param)
+            gain = 2.0 * torch.sigmoid(m[..., dim * 2 * self.num_filters:])
+        return theta, gain
+
+    def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        return self.theta_and_gain(x)[0]
+
+    def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        theta, gain = self.theta_and_gain(x)
+        return tv_iir_filter(x.transpose(1, 2), theta, gain).transpose(1, 2)  # op on (B, D, L)
+
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        theta, gain = self.theta_and_gain(x)
+        state = self.get_cache(incremental_state).get("state")
+        y, state = tv_iir_stream(x.transpose(1, 2), theta, gain, state)
+        self.set_cache(incremental_state, {"state": state})
+        return y.transpose(1, 2)  # (B, n, D)
 
 
 def rename_prefix(state_dict, old: str, new: str) -> None:
@@ -192,9 +243,12 @@ def _build_channel_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module
     """The channel-wise filter named by ``cfg.focus_filter``, with the stack's hyperparameters."""
     dim = cfg.decoder_embed_dim
     ring = (cfg.theta_ring_rmin, cfg.theta_ring_rmax, cfg.theta_ring_max_phase) if cfg.theta_init == "ring" else None
-    if cfg.focus_filter == "adaptive":
+    if cfg.focus_filter in ("adaptive", "adaptive-residual"):
         return AdaptiveIIRFilter(dim, cfg.num_filters, cfg.oversampling, cfg.hyper_hidden_dim, cfg.iir_mode, own_encoder,
-                                 bin_size=cfg.bin_size, theta_param=cfg.theta_param, ring=ring)
+                                 bin_size=cfg.bin_size, theta_param=cfg.theta_param, ring=ring,
+                                 residual=cfg.focus_filter == "adaptive-residual")
+    if cfg.focus_filter == "selective":
+        return SelectiveIIRFilter(dim, cfg.num_filters, cfg.selective_rank, cfg.theta_param, ring)
     if cfg.focus_filter == "static":
         return StaticIIRFilter(dim, cfg.num_filters, cfg.bin_size, cfg.iir_mode, cfg.theta_param, ring)
     return EMAFilter(dim, cfg.ema_ndim)

@@ -110,10 +110,14 @@ def initial_logits(shape: Tuple[int, ...], ring: Ring) -> Tensor:
 
 
 class LocalHyperMLP(nn.Module):
+    """H_local. With ``residual`` (``--focus-filter adaptive-residual``): logits = static (D, F, 2) + the
+    MLP's output, the last layer initialised at zero, and bin 0 uses the static logits; the filter
+    starts as Focus-H and the hypernetwork learns the input-dependent part only."""
+
     def __init__(self, dim: int, oversampling: int, hidden: int, num_filters: int, theta_param: str = "paper",
-                 ring: Ring = None):
+                 ring: Ring = None, residual: bool = False):
         super().__init__()
-        self.num_filters, self.theta_param = num_filters, theta_param
+        self.num_filters, self.theta_param, self.residual = num_filters, theta_param, residual
         self.fc1 = nn.Linear(oversampling, hidden)
         self.fc2 = nn.Linear(hidden, 2 * num_filters)
         # Θ of bin 0, which has no previous bin to look at
@@ -124,13 +128,21 @@ class LocalHyperMLP(nn.Module):
         with torch.no_grad():  # (the default draws in the same order as before --theta-init existed)
             self.fc2.bias.copy_(torch.zeros(2 * num_filters) if ring is None else initial_logits((num_filters,), ring).view(-1))
             self.first_bin_logits.copy_(initial_logits((dim, num_filters), ring))
+        if residual:  # the per-channel logits take the first bin's place; the MLP's part starts at zero
+            self.static_logits = nn.Parameter(self.first_bin_logits.detach().clone())
+            del self.first_bin_logits
+            nn.init.zeros_(self.fc2.weight)
+            nn.init.zeros_(self.fc2.bias)
 
     def logits(self, e: Tensor) -> Tensor:
         """The last layer's outputs (B, Nbins, D, 2F), in fp32 (fp64 stays fp64) whatever autocast says."""
         h = torch.sigmoid(self.fc1(e))
         with no_autocast(h):
             dtype = compute_dtype(h)
-            return F.linear(h.to(dtype), self.fc2.weight.to(dtype), self.fc2.bias.to(dtype))
+            out = F.linear(h.to(dtype), self.fc2.weight.to(dtype), self.fc2.bias.to(dtype))
+            if self.residual:
+                out = out + self.static_logits.to(dtype).flatten(-2)  # (D, 2F), per channel
+            return out
 
     def unshifted(self, e: Tensor) -> Tensor:
         """Θ computed from each bin's own embedding: (B, Nbins, D, O) -> (B, Nbins, D, F, 2), fp32."""
@@ -138,7 +150,8 @@ class LocalHyperMLP(nn.Module):
         return theta_from_logits(logits.view(*logits.shape[:-1], self.num_filters, 2), self.theta_param)
 
     def first_bin(self, bsz: int) -> Tensor:
-        return theta_from_logits(self.first_bin_logits, self.theta_param).expand(bsz, 1, -1, -1, -1)
+        logits = self.static_logits if self.residual else self.first_bin_logits
+        return theta_from_logits(logits, self.theta_param).expand(bsz, 1, -1, -1, -1)
 
     def for_bins(self, e: Tensor, first_bin: int) -> Tensor:
         """Θ of T consecutive bins from bin ``first_bin`` on, given the embedding e of the bin before

@@ -59,7 +59,27 @@ def die(msg: str) -> None:
 
 # ---- corpus ---------------------------------------------------------------------------------------
 
-def corpus_bytes() -> Tuple[bytes, Dict]:
+CORPORA = ("pydoc", "stdlib")
+# --corpus stdlib: CPython's standard-library source (the demo's kind of text, code), held out from the
+# demo: the demo reads the first 3,000,000 bytes of the path-ordered stream; the study reads the next 1,000,000.
+STDLIB_SLICE = (3_000_000, 4_000_000)
+
+
+def corpus_bytes(kind: str = "pydoc") -> Tuple[bytes, Dict]:
+    """The corpus ``kind`` as bytes, with a description (source, Python version, size, SHA-256)."""
+    if kind == "stdlib":
+        from fairseq_focus.data.byte_corpus import stdlib_source
+        data = stdlib_source(STDLIB_SLICE[1])[STDLIB_SLICE[0]:]
+        if len(data) < STDLIB_SLICE[1] - STDLIB_SLICE[0]:
+            die(f"the standard library here holds only {STDLIB_SLICE[0] + len(data):,} bytes of source; need {STDLIB_SLICE[1]:,}")
+        return data, {"source": f"CPython standard-library .py source (no test suites), path order, bytes "
+                                f"{STDLIB_SLICE[0]:,}-{STDLIB_SLICE[1]:,} (after the demo's 3,000,000)",
+                      "python": sys.version.split()[0], "bytes": len(data),
+                      "sha256": hashlib.sha256(data).hexdigest(), "split": list(FRACTIONS)}
+    return pydoc_bytes()
+
+
+def pydoc_bytes() -> Tuple[bytes, Dict]:
     """The documentation topics in sorted order, one after another, UTF-8."""
     import pydoc_data.topics as module
     topics = module.topics
@@ -70,9 +90,9 @@ def corpus_bytes() -> Tuple[bytes, Dict]:
     return data, info
 
 
-def prepare(work: Path) -> None:
+def prepare(work: Path, kind: str = "pydoc") -> None:
     from fairseq_focus.data.byte_corpus import bytes_to_lines, split
-    data, info = corpus_bytes()
+    data, info = corpus_bytes(kind)
     work.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".prepare.", dir=work))
     try:
@@ -236,6 +256,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("prepare", "params", "train", "all"))
     parser.add_argument("--work", type=Path, required=True, help="output directory")
+    parser.add_argument("--corpus", choices=CORPORA, default="pydoc",
+                        help="prepare: pydoc (the reference documentation, prose) or stdlib (library source, code)")
     parser.add_argument("--variants", type=Path, default=HERE / "variants.txt", help="the models, one per line")
     parser.add_argument("--only", nargs="+", default=None, help="run only these variants (names)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
@@ -254,7 +276,7 @@ def main(argv=None) -> int:
         die("fairseq-train not on PATH (activate the environment with fairseq installed)")
     work = args.work.resolve()
     if args.step in ("prepare", "all"):
-        prepare(work)
+        prepare(work, args.corpus)
         if args.step == "prepare":
             return 0
     if not (work / "data-bin" / "dict.txt").exists():

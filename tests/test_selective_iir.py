@@ -1,0 +1,183 @@
+"""ops/selective_iir.py (the per-token order-2 IIR of --focus-filter selective) against scipy's
+time-varying oracle, its loop twin (values, final state, gradients), streaming, stability under
+autocast; and the SelectiveIIRFilter / adaptive-residual modules: they start as the static filter,
+their input part moves Θ per token, and no output depends on a later input."""
+import numpy as np
+import pytest
+import torch
+
+from fairseq_focus.modules.config import FocusStackConfig
+from fairseq_focus.modules.focus_stack import FocusStack
+from fairseq_focus.modules.global_filter import SelectiveIIRFilter, StaticIIRFilter
+from fairseq_focus.ops.selective_iir import tv_iir_filter, tv_iir_filter_ref, tv_iir_stream
+from fairseq_focus.ops.theta import MAX_RADIUS, poles, theta_from_logits
+
+SIZES = [(1, 1, 1, 1), (2, 3, 2, 37), (1, 2, 1, 64), (3, 4, 3, 100)]  # B, D, F, L
+
+
+def inputs(size, seed, dtype=torch.float64, scale=2.0):
+    b, d, f, n = size
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, n, generator=g, dtype=dtype)
+    theta = theta_from_logits(scale * torch.randn(b, n, d, f, 2, generator=g, dtype=dtype), "stable")
+    gain = 2 * torch.rand(b, n, d, generator=g, dtype=dtype)
+    state = torch.randn(b, d, f, 2, generator=g, dtype=dtype)
+    return x, theta, gain, state
+
+
+def oracle(x, theta, gain, state):
+    """A direct numpy evaluation of y_f[t] = g[t]x[t] − θ0[t]y_f[t−1] − θ1[t]y_f[t−2] (no torch)."""
+    x, th, g, st = (t.double().numpy() for t in (x, theta, gain, state))
+    b, d, n = x.shape
+    f = th.shape[3]
+    y = np.zeros_like(x)
+    for bi in range(b):
+        for di in range(d):
+            for fi in range(f):
+                y1, y2 = st[bi, di, fi]
+                for t in range(n):
+                    cur = g[bi, t, di] * x[bi, di, t] - th[bi, t, di, fi, 0] * y1 - th[bi, t, di, fi, 1] * y2
+                    y[bi, di, t] += cur
+                    y1, y2 = cur, y1
+    return y
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("chunk", [1, 4, 16, 1000])
+def test_scan_equals_oracle_and_loop_twin(size, chunk):
+    x, theta, gain, state = inputs(size, seed=sum(size) + chunk)
+    y, final = tv_iir_filter(x, theta, gain, state, return_state=True, chunk=chunk)
+    y_ref, final_ref = tv_iir_filter_ref(x, theta, gain, state, return_state=True)
+    np.testing.assert_allclose(y.numpy(), oracle(x, theta, gain, state), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_constant_theta_is_the_carry_filter_of_bin_one():
+    """With the same Θ at every sample and g = 1 the op is ops/iir.py's carry recursion."""
+    from fairseq_focus.ops.iir import iir_filter
+    x, theta, _, _ = inputs((2, 3, 2, 40), seed=5)
+    static = theta[:, :1].expand(-1, 40, -1, -1, -1)
+    torch.testing.assert_close(tv_iir_filter(x, static), iir_filter(x, static[:, :1], "carry"), rtol=1e-9, atol=1e-9)
+
+
+def test_gradients_match_the_loop_twin():
+    x, theta_logits, gain, state = inputs((2, 2, 2, 29), seed=3)
+    logits = 2.0 * torch.randn(2, 29, 2, 2, 2, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, logits, gain, state)]
+    w = torch.randn(2, 2, 29, dtype=torch.float64)
+
+    def loss(fn, x_, lg, g_, s_):
+        y, fin = fn(x_, theta_from_logits(lg, "stable"), g_, s_, return_state=True, chunk=8)
+        return (y * w[..., :y.size(-1)]).sum() + fin.pow(2).sum()
+    fast = torch.autograd.grad(loss(tv_iir_filter, *leaves), leaves)
+    ref = torch.autograd.grad(loss(tv_iir_filter_ref, *leaves), leaves)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
+    assert torch.autograd.gradcheck(lambda *t: loss(tv_iir_filter, *t), [t.detach().requires_grad_() for t in
+                                                                          (x[..., :9], logits[:, :9], gain[:, :9], state)])
+
+
+@pytest.mark.parametrize("cuts", [[1] * 23, [5, 1, 17], [23], [7, 7, 9]])
+def test_streaming_pieces_equal_one_pass(cuts):
+    x, theta, gain, _ = inputs((2, 3, 2, 23), seed=11)
+    whole, final = tv_iir_filter(x, theta, gain, return_state=True)
+    outs, state, start = [], None, 0
+    for n in cuts:
+        y, state = tv_iir_stream(x[..., start:start + n], theta[:, start:start + n], gain[:, start:start + n], state)
+        outs.append(y)
+        start += n
+    torch.testing.assert_close(torch.cat(outs, -1), whole, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state, final, rtol=1e-10, atol=1e-10)
+
+
+def test_bad_shapes_are_refused():
+    x, theta, gain, state = inputs((2, 3, 2, 10), seed=1)
+    with pytest.raises(ValueError, match="one Θ per sample"):
+        tv_iir_filter(x, theta[:, :9])
+    with pytest.raises(ValueError, match="gain"):
+        tv_iir_filter(x, theta, gain[:, :, :2])
+    with pytest.raises(ValueError, match="state"):
+        tv_iir_filter(x, theta, gain, state[:, :, :1])
+    with pytest.raises(ValueError, match="chunk"):
+        tv_iir_filter(x, theta, chunk=0)
+
+
+# ---- the modules -----------------------------------------------------------------------------------
+
+def stack_cfg(filt, **overrides):
+    base = dict(decoder_layers=2, decoder_embed_dim=8, decoder_hidden_dim=8, decoder_ffn_embed_dim=16, decoder_z_dim=4,
+                focus_filter=filt, iir_mode="carry", theta_param="stable", num_filters=2, bin_size=8, oversampling=4,
+                hyper_hidden_dim=8, hyper_kernel_size=16, chunk_size=8, dropout=0.0, selective_rank=3)
+    base.update(overrides)
+    return FocusStackConfig(**base)
+
+
+def stir(module: torch.nn.Module, scale: float = 0.7) -> None:
+    """Give the zero-initialised input parts random weights, so that Θ really moves with the input."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, SelectiveIIRFilter):
+                m.up.weight.normal_(0.0, scale)
+            if getattr(m, "residual", False):
+                m.fc2.weight.normal_(0.0, scale)
+
+
+@pytest.mark.parametrize("filt", ["selective", "adaptive-residual"])
+def test_input_part_starts_at_zero_so_the_filter_starts_static(filt):
+    torch.manual_seed(0)
+    stack = FocusStack(stack_cfg(filt)).eval()
+    x = torch.randn(2, 32, 8)
+    for theta in stack.theta(x):  # (B, bins or tokens, D, F, 2): every bin/token has the same Θ
+        torch.testing.assert_close(theta, theta[:1, :1].expand_as(theta))
+    stir(stack)
+    theta = stack.theta(x)[0]
+    assert float((theta - theta[:1, :1]).abs().max()) > 1e-2  # the input part moves Θ once it has weights
+
+
+def test_selective_at_init_equals_the_static_filter_with_the_same_logits():
+    torch.manual_seed(0)
+    sel = SelectiveIIRFilter(6, 2, rank=3, theta_param="stable")
+    static = StaticIIRFilter(6, 2, bin_size=1, mode="carry", theta_param="stable")
+    with torch.no_grad():
+        static.logits.copy_(sel.logits)
+    x = torch.randn(2, 20, 6)
+    torch.testing.assert_close(sel(x, None), static(x, None), rtol=1e-5, atol=1e-5)
+
+
+def test_selective_theta_depends_on_the_current_token_only():
+    torch.manual_seed(1)
+    sel = SelectiveIIRFilter(6, 2, rank=3)
+    stir(sel)
+    x = torch.randn(1, 12, 6)
+    theta = sel.theta(x, None)
+    x2 = x.clone()
+    x2[:, 7] += 1.0
+    moved = (sel.theta(x2, None) - theta).abs().amax(dim=(0, 2, 3, 4))
+    assert float(moved[7]) > 1e-3 and float(moved[:7].max()) == 0.0 and float(moved[8:].max()) == 0.0
+
+
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_selective_poles_stay_inside_under_autocast_at_extreme_weights(half):
+    torch.manual_seed(2)
+    stack = FocusStack(stack_cfg("selective"))
+    stir(stack, scale=300.0)  # projections in the hundreds: a half-precision tanh returns exactly ±1
+    x = 10.0 * torch.randn(2, 40, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=half):
+        thetas = stack.theta(x)
+        out = stack(x)
+    assert half == torch.float16 or torch.isfinite(out).all()
+    # fp16: a layer's output can pass 65504 (the gain of a filter at the edge, as in test_theta_modules), so the
+    # next layer's Θ would see inf; the first layer's Θ is what the half-precision map would have broken
+    for theta in thetas[:1] if half == torch.float16 else thetas:
+        assert theta.dtype == torch.float32
+        assert float(poles(theta).abs().max()) <= MAX_RADIUS + 1e-6
+        assert float(theta.double().abs().max()) > 0.99  # the weights did reach the region's edge
+
+
+def test_selective_needs_carry_and_a_positive_rank():
+    from fairseq_focus.modules.config import validate
+    with pytest.raises(ValueError, match="needs --iir-mode carry"):
+        validate(stack_cfg("selective", iir_mode="causal"))
+    with pytest.raises(ValueError, match="--selective-rank must be positive"):
+        validate(stack_cfg("selective", selective_rank=0))
