@@ -53,3 +53,16 @@ def stdlib_text(num_bytes: int) -> bytes:
     """Real text present on every machine: the source of Python's argparse module."""
     import argparse
     return Path(argparse.__file__).read_bytes()[:num_bytes]
+
+
+def stir(module, scale: float = 0.7) -> None:
+    """Give the zero-initialised input parts of --focus-filter selective / adaptive-residual random weights,
+    so that Θ really moves with the input (at init both are exactly the static filter)."""
+    import torch
+    from fairseq_focus.modules.global_filter import SelectiveIIRFilter
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, SelectiveIIRFilter):
+                m.up.weight.normal_(0.0, scale)
+            if getattr(m, "residual", False):
+                m.fc2.weight.normal_(0.0, scale)

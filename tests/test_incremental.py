@@ -19,6 +19,7 @@ from fairseq_focus.ops.iir import iir_filter, iir_filter_segment, iir_filter_seg
 from fairseq_focus.ops.long_conv import causal_conv, causal_conv_stream, causal_conv_stream_ref
 from fairseq_focus.ops.segments import blocks_touched, split_at_boundaries
 from fairseq_focus.inference.stream_scoring import stream_nll
+from helpers import stir
 
 CUTS = [1, 3, 1, 8, 13, 1, 1, 5, 2, 11, 40]  # segment lengths, R = 8 below: heads, whole bins, tails
 
@@ -151,6 +152,9 @@ VARIANTS += [v + ("product",) for v in [
 ]]
 # --filter-input both (the x path plus the product path): own encoders, and MEGA's EMA in MEGA's wiring
 VARIANTS += [("adaptive", "carry", False, "stable", "paper", "both"), ("ema", "causal", True, "paper", "mega", "both")]
+# the Θ sources that contain the static filter: per-token selection (x and product paths, both wirings), the residual hypernetwork
+VARIANTS += [("selective", "carry", True, "stable", "paper", "x"), ("selective", "carry", True, "stable", "mega", "x"),
+             ("selective", "carry", True, "stable", "paper", "product"), ("adaptive-residual", "carry", True, "stable", "paper", "x")]
 LENGTH = 61  # bins of 8 and chunks of 12: a multiple of neither, crossing both several times
 
 
@@ -167,6 +171,7 @@ def tiny_decoder(focus_filter, iir_mode, share_hypernet, theta_param="paper", bl
         filter_input=filter_input, product_head_dim=2,
     )
     decoder = FocusDecoder(cfg, byte_dictionary())
+    stir(decoder)  # selective / adaptive-residual start exactly static: give their input parts weights
     # make the filters matter: a larger global-conv kernel and embeddings spread Θ over (0, 1)
     with torch.no_grad():
         for module in decoder.modules():

@@ -10,6 +10,7 @@ from fairseq.tasks import TASK_REGISTRY
 
 import fairseq_focus  # noqa: F401  (registers)
 from causality import assert_causal
+from helpers import stir
 from fairseq_focus.models.focus_lm import FocusDecoder, FocusLanguageModel, FocusLMConfig, check_causal
 from fairseq_focus.tasks.focus_lm import FocusLMTask
 
@@ -23,7 +24,10 @@ VARIANTS = ([(f, m, "paper", "paper", "x") for f, m in PAPER]
             + [(f, m, "paper", "mega", "x") for f, m in PAPER]
             + [("adaptive", "carry", "stable", "paper", "product"), ("static", "causal", "paper", "paper", "product"),
                ("ema", "causal", "paper", "mega", "product"),
-               ("adaptive", "carry", "stable", "paper", "both"), ("static", "causal", "paper", "mega", "both")])
+               ("adaptive", "carry", "stable", "paper", "both"), ("static", "causal", "paper", "mega", "both")]
+            # the Θ sources that contain the static filter (their input parts stirred: tests/test_selective_iir.stir)
+            + [("selective", "carry", "stable", "paper", "x"), ("selective", "carry", "stable", "mega", "x"),
+               ("selective", "carry", "stable", "paper", "product"), ("adaptive-residual", "carry", "stable", "paper", "x")])
 THETA = {"paper": {}, "stable": {"theta_param": "stable", "theta_init": "ring"}}
 
 
@@ -57,7 +61,11 @@ def build(filt="adaptive", mode="causal", seed=0, theta="paper", wiring="paper",
     # the product path filters kv with poles up to 0.999 (ring): in fp32 the FFT convolution's rounding,
     # which mixes positions, moved earlier log-probabilities by 2.5e-5 in the causality check (adaptive-carry,
     # own encoder); in fp64 the checks see the function itself
-    return FocusDecoder(cfg, DICT).eval() if inp == "x" else FocusDecoder(cfg, DICT).double().eval()
+    decoder = FocusDecoder(cfg, DICT)
+    stir(decoder)  # selective / adaptive-residual start exactly static: give their input parts weights
+    # stirred input parts drive Θ per bin/token toward the region's edge, where fp32 rounding of the FFT
+    # convolution moved earlier log-probabilities by 1.8e-5 (adaptive-residual): fp64 there too
+    return decoder.eval() if inp == "x" and filt in ("adaptive", "static", "ema") else decoder.double().eval()
 
 
 def log_probs(decoder):

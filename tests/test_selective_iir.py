@@ -11,6 +11,7 @@ from fairseq_focus.modules.focus_stack import FocusStack
 from fairseq_focus.modules.global_filter import SelectiveIIRFilter, StaticIIRFilter
 from fairseq_focus.ops.selective_iir import tv_iir_filter, tv_iir_filter_ref, tv_iir_stream
 from fairseq_focus.ops.theta import MAX_RADIUS, poles, theta_from_logits
+from helpers import stir
 
 SIZES = [(1, 1, 1, 1), (2, 3, 2, 37), (1, 2, 1, 64), (3, 4, 3, 100)]  # B, D, F, L
 
@@ -113,16 +114,6 @@ def stack_cfg(filt, **overrides):
     return FocusStackConfig(**base)
 
 
-def stir(module: torch.nn.Module, scale: float = 0.7) -> None:
-    """Give the zero-initialised input parts random weights, so that Θ really moves with the input."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, SelectiveIIRFilter):
-                m.up.weight.normal_(0.0, scale)
-            if getattr(m, "residual", False):
-                m.fc2.weight.normal_(0.0, scale)
-
-
 @pytest.mark.parametrize("filt", ["selective", "adaptive-residual"])
 def test_input_part_starts_at_zero_so_the_filter_starts_static(filt):
     torch.manual_seed(0)
@@ -181,3 +172,17 @@ def test_selective_needs_carry_and_a_positive_rank():
         validate(stack_cfg("selective", iir_mode="causal"))
     with pytest.raises(ValueError, match="--selective-rank must be positive"):
         validate(stack_cfg("selective", selective_rank=0))
+
+
+def test_causality_checker_catches_a_selective_filter_that_reads_the_next_token(monkeypatch):
+    """The model tests assert causality of --focus-filter selective by perturbation; a Θ that reads x[t+1]
+    is caught by the same checker (and the honest one passes)."""
+    from causality import assert_causal
+    from test_model import VOCAB, build, log_probs, random_tokens
+    decoder = build("selective", "carry", theta="stable")
+    tokens = random_tokens(2, 40)
+    assert_causal(log_probs(decoder), tokens, 17, VOCAB)
+    honest = SelectiveIIRFilter.theta_and_gain
+    monkeypatch.setattr(SelectiveIIRFilter, "theta_and_gain", lambda self, x: honest(self, x.roll(-1, dims=1)))
+    with pytest.raises(AssertionError, match="moved by"):
+        assert_causal(log_probs(decoder), tokens, 17, VOCAB)
