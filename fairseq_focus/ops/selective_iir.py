@@ -10,11 +10,13 @@ a 2×2 linear recurrence, so the pairs (A_t, b_t) compose associatively,
 (A', b') ∘ (A, b) = (A'A, A'b + b'), and the whole sequence is one scan (Blelloch 1990; the same
 structure as the selective scan of Mamba, Gu & Dao 2023, with a 2×2 block instead of a diagonal).
 
-Fast path (:func:`tv_iir_filter`), chunked: the sequence is cut into chunks of C samples; inside
-every chunk a Hillis–Steele scan (log₂C steps, all chunks at once) gives each sample's zero-start
-state v[t] and the product P[t] = A_t…A_{chunk start}; a scan over the chunks' end pairs
-(``ops/iir._linear_scan``, log₂(L/C) steps) gives the state S entering each chunk; then
-s[t] = v[t] + P[t]·S. Every step is elementwise on (B, D, F, L) tensors: no loop over time.
+Fast path (:func:`tv_iir_filter`), chunked: the sequence is cut into L/C chunks of C samples. Inside
+the chunks, all at once, C elementwise steps give each sample's zero-start state v[t] and the product
+P[t] = A_t…A_{chunk start} (:func:`_sequential_scan`); a Hillis–Steele scan over the chunks' end pairs
+(:func:`_log_scan`, log₂(L/C) steps) gives the state S entering each chunk; then s[t] = v[t] + P[t]·S.
+Work O(L), depth C + log₂(L/C): the loop runs over the C positions of a chunk, never over the sequence.
+(A Hillis–Steele scan inside the chunks too does O(L log C) work; on one CPU thread at L = 1024,
+B·D = 512 it took 2.3× as long for forward + backward as the stepwise form at C = 32.)
 The slow twin (:func:`tv_iir_filter_ref`) is a plain loop of :func:`~.iir.iir_step`.
 
 Stability: Θ[t] comes from ``ops/theta.py``'s maps, so every A_t has its poles inside |p| ≤ ρ < 1.
@@ -31,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .iir import _linear_scan, iir_step
+from .iir import iir_step
 from .precision import compute_dtype, no_autocast
 
-DEFAULT_CHUNK = 16
+DEFAULT_CHUNK = 32
 
 
 def _check(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor]) -> None:
@@ -49,15 +51,18 @@ def _check(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Ten
         raise ValueError(f"state {tuple(state.shape)} must be (B, D, F, 2) = {(bsz, dim, theta.size(3), 2)}")
 
 
-def _chunk_scan(a0: Tensor, a1: Tensor, u: Tensor):
-    """Inclusive scan inside chunks along the last axis: (..., C) each -> P[t] entries and v[t].
+def _log_scan(a0: Tensor, a1: Tensor, u: Tensor, a10: Optional[Tensor] = None, a11: Optional[Tensor] = None,
+                u1: Optional[Tensor] = None):
+    """Inclusive scan of s[t] = M_t s[t−1] + b_t (s[−1] = 0) along the last axis, all leading axes at once.
 
-    a0, a1: −θ0, −θ1 per sample; u: the driven input g·x. Returns (p00, p01, p10, p11, v0, v1), the
-    product A_t…A_0 and the zero-start state (y[t], y[t−1]) of every sample of every chunk. Shifting
-    by ``step`` pads with the identity pair (I, 0), so every position combines uniformly.
+    M_t = [[a0, a1], [a10, a11]] (default: the companion rows [1, 0]) and b_t = (u, u1) (default u1 = 0),
+    (..., C) each. Returns (p00, p01, p10, p11, v0, v1): the products M_t…M_0 and the states s[t].
+    Shifting by ``step`` pads with the identity pair (I, 0), so every position combines uniformly.
     """
-    p00, p01, p10, p11 = a0, a1, torch.ones_like(a0), torch.zeros_like(a0)
-    v0, v1 = u, torch.zeros_like(u)
+    p00, p01 = a0, a1
+    p10 = torch.ones_like(a0) if a10 is None else a10
+    p11 = torch.zeros_like(a0) if a11 is None else a11
+    v0, v1 = u, torch.zeros_like(u) if u1 is None else u1
     step, n = 1, a0.size(-1)
     while step < n:
         def back(t: Tensor, fill: float) -> Tensor:  # entry t − step, the identity's beyond the start
@@ -69,6 +74,22 @@ def _chunk_scan(a0: Tensor, a1: Tensor, u: Tensor):
                               p10 * q00 + p11 * q10, p10 * q01 + p11 * q11)
         step *= 2
     return p00, p01, p10, p11, v0, v1
+
+
+def _sequential_scan(a0: Tensor, a1: Tensor, u: Tensor):
+    """The same scan as :func:`_log_scan` for companion matrices (M_t = [[a0, a1], [1, 0]], b_t = (u, 0)),
+    step by step along the last axis (C steps, every leading axis at once): O(C) work per chunk instead of
+    O(C log C). P's second row is P[t−1]'s first row, and y[t−1] is the previous y."""
+    y0, y1 = u[..., 0], torch.zeros_like(u[..., 0])
+    p00, p01, p10, p11 = a0[..., 0], a1[..., 0], torch.ones_like(y0), torch.zeros_like(y0)
+    out = [[p00], [p01], [p10], [p11], [y0], [y1]]
+    for j in range(1, a0.size(-1)):
+        a, b = a0[..., j], a1[..., j]
+        y0, y1 = u[..., j] + a * y0 + b * y1, y0
+        p00, p01, p10, p11 = a * p00 + b * p10, a * p01 + b * p11, p00, p01
+        for seq, t in zip(out, (p00, p01, p10, p11, y0, y1)):
+            seq.append(t)
+    return tuple(torch.stack(seq, dim=-1) for seq in out)
 
 
 def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state: Optional[Tensor] = None,
@@ -101,16 +122,17 @@ def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state
         a0 = F.pad(-th[..., 0], (0, pad)).view(bsz, dim, -1, nchunks, c)  # (B, D, F, N, C)
         a1 = F.pad(-th[..., 1], (0, pad)).view(bsz, dim, -1, nchunks, c)
         u = F.pad(u, (0, pad)).view(bsz, dim, 1, nchunks, c).expand_as(a0)
-        p00, p01, p10, p11, v0, v1 = _chunk_scan(a0, a1, u)
-        # chunk-end pairs, scanned over chunks: the state leaving chunk n
-        ends_m = torch.stack([torch.stack([p00[..., -1], p01[..., -1]], -1),
-                              torch.stack([p10[..., -1], p11[..., -1]], -1)], -2)  # (B, D, F, N, 2, 2)
-        ends_v = torch.stack([v0[..., -1], v1[..., -1]], -1)  # (B, D, F, N, 2)
+        p00, p01, p10, p11, v0, v1 = _sequential_scan(a0, a1, u)
+        # chunk-end pairs (last sample of each chunk), scanned over chunks: the state leaving chunk n
+        e00, e01, e10, e11, f0, f1 = (t[..., -1] for t in (p00, p01, p10, p11, v0, v1))  # (B, D, F, N)
         if state is not None:  # fold the initial state into chunk 0's end
-            first = ends_v[..., 0, :] + (ends_m[..., 0, :, :] @ state.to(dtype).unsqueeze(-1)).squeeze(-1)
-            ends_v = torch.cat([first.unsqueeze(-2), ends_v[..., 1:, :]], dim=-2)
-        leaving = _linear_scan(ends_m, ends_v)  # (B, D, F, N, 2)
-        entering = F.pad(leaving[..., :-1, :], (0, 0, 1, 0))  # (B, D, F, N, 2)
+            s_in = state.to(dtype)
+            g0 = f0[..., 0] + e00[..., 0] * s_in[..., 0] + e01[..., 0] * s_in[..., 1]
+            g1 = f1[..., 0] + e10[..., 0] * s_in[..., 0] + e11[..., 0] * s_in[..., 1]
+            f0 = torch.cat([g0.unsqueeze(-1), f0[..., 1:]], -1)
+            f1 = torch.cat([g1.unsqueeze(-1), f1[..., 1:]], -1)
+        leaving0, leaving1 = _log_scan(e00, e01, f0, e10, e11, f1)[4:]  # (B, D, F, N)
+        entering = torch.stack([F.pad(leaving0[..., :-1], (1, 0)), F.pad(leaving1[..., :-1], (1, 0))], -1)
         if state is not None:
             entering = torch.cat([state.to(dtype).unsqueeze(-2), entering[..., 1:, :]], dim=-2)
         s0, s1 = entering[..., 0:1], entering[..., 1:2]  # (B, D, F, N, 1)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FOCUS_LAYERS = [f"focus-{f}-{m}" for f in ("adaptive", "static") for m in ("causal", "carry", "paper")]
+FOCUS_LAYERS = [f"focus-{f}-{m}" for f in ("adaptive", "static") for m in ("causal", "carry", "paper")] + ["focus-selective-carry"]
 LAYERS = FOCUS_LAYERS + ["mega-ema", "fairseq-layer", "plain-attention"]
 BASELINE = "fairseq-layer"
 
