@@ -186,3 +186,14 @@ def test_causality_checker_catches_a_selective_filter_that_reads_the_next_token(
     monkeypatch.setattr(SelectiveIIRFilter, "theta_and_gain", lambda self, x: honest(self, x.roll(-1, dims=1)))
     with pytest.raises(AssertionError, match="moved by"):
         assert_causal(log_probs(decoder), tokens, 17, VOCAB)
+
+
+def test_on_the_product_path_the_block_input_selects():
+    """--filter-input product: kv is filtered, but Θ and the gain come from the block input x (control)."""
+    from fairseq_focus.modules.product_filter import ProductFilter
+    torch.manual_seed(4)
+    product = ProductFilter(8, 2, SelectiveIIRFilter(8, 1, rank=3))
+    stir(product)
+    x = torch.randn(2, 15, 8)
+    torch.testing.assert_close(product.theta(x, None), product.inner.theta_and_gain(x)[0])
+    assert float((product.theta(x, None) - product.inner.theta_and_gain(product.kv(x))[0]).abs().max()) > 1e-3

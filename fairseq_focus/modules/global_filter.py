@@ -126,7 +126,9 @@ class StaticIIRFilter(IIRFilter):
 
 
 class SelectiveIIRFilter(IIRFilter):
-    """Θ[t] = map(logits + U·V·x[t]) and g[t] = 2·sigmoid(w_g·V·x[t]) per token and channel (bin size 1).
+    """Θ[t] = map(logits + U·V·c[t]) and g[t] = 2·sigmoid(w_g·V·c[t]) per token and channel (bin size 1),
+    c = the filter's input x, or — on the product path — the block input that the key-value products
+    come from (``control``): what to keep and what to write is decided by the token, as Mamba's Δ and B.
 
     ``logits`` (D, F, 2) are the static filter's (same init); V (rank × D) and U are a low-rank
     projection of the filter's input at the same token, as Mamba's Δ projection (dt_rank); U starts
@@ -154,15 +156,19 @@ class SelectiveIIRFilter(IIRFilter):
             gain = 2.0 * torch.sigmoid(m[..., dim * 2 * self.num_filters:])
         return theta, gain
 
-    def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
-        return self.theta_and_gain(x)[0]
+    takes_control = True  # a ProductFilter hands it the block input as ``control`` (what selects), kv as x
 
-    def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
-        theta, gain = self.theta_and_gain(x)
+    def theta(self, x: Tensor, e: Optional[Tensor], control: Optional[Tensor] = None) -> Tensor:
+        return self.theta_and_gain(x if control is None else control)[0]
+
+    def forward(self, x: Tensor, e: Optional[Tensor], control: Optional[Tensor] = None) -> Tensor:
+        """x (B, L, D) the signal filtered; control (B, L, D) what Θ and g are computed from (default x)."""
+        theta, gain = self.theta_and_gain(x if control is None else control)
         return tv_iir_filter(x.transpose(1, 2), theta, gain).transpose(1, 2)  # op on (B, D, L)
 
-    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
-        theta, gain = self.theta_and_gain(x)
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
+                       control: Optional[Tensor] = None) -> Tensor:
+        theta, gain = self.theta_and_gain(x if control is None else control)
         state = self.get_cache(incremental_state).get("state")
         y, state = tv_iir_stream(x.transpose(1, 2), theta, gain, state)
         self.set_cache(incremental_state, {"state": state})

@@ -25,6 +25,10 @@ Init: LeCun normal, N(0, 1/fan_in), zero biases, for the four projections (see :
 Streaming: the last key (B, H, d) is this module's cache, so the shift crosses segment boundaries;
 the inner filter keeps its own state. Both follow beam reorders (:class:`StreamingModule`).
 
+With ``--focus-filter selective`` the inner filter's Θ and gain per token come from the block input x
+(its ``control``), not from kv: the token decides how much of the key-value state to keep and how
+strongly to write the new product (selection, as Mamba's Δ gates its state).
+
 ``--filter-input both`` (:class:`SumFilter`): x_f = filter_x(x, e) + ProductFilter(x, e), the paper's
 path and the product path side by side, each with its own filter of the ``--focus-filter`` kind (own
 Θ parameters; own encoder with ``--no-share-hypernet``; own streaming state).
@@ -99,18 +103,31 @@ class ProductFilter(StreamingModule):
 
     def theta(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
         """Θ (B, Nbins, D, F, 2) the inner IIR filter applies to kv (one Θ per kv channel)."""
+        if self.selective:
+            return self.inner.theta(self.kv(x), e, control=x)
         return self.inner.theta(self.kv(x), e)
+
+    @property
+    def selective(self) -> bool:
+        """Whether the inner filter computes its Θ from a control signal (``--focus-filter selective``):
+        it then gets the block input x, so each token decides what the kv state keeps and writes."""
+        return getattr(self.inner, "takes_control", False)
 
     def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
         q, k, v = self.project(x)
-        return self.readout(q, self.inner(self.products(self.previous_keys(k, None), v), e))
+        kv = self.products(self.previous_keys(k, None), v)
+        return self.readout(q, self.inner(kv, e, control=x) if self.selective else self.inner(kv, e))
 
     def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
         """x (B, n, D) at stream positions pos … -> (B, n, D); keeps the last key for the next segment."""
         q, k, v = self.project(x)
         k_prev = self.previous_keys(k, self.get_cache(incremental_state).get("k_last"))
         self.set_cache(incremental_state, {"k_last": k[:, -1]})
-        s = self.inner.forward_stream(self.products(k_prev, v), e, pos, incremental_state)
+        kv = self.products(k_prev, v)
+        if self.selective:
+            s = self.inner.forward_stream(kv, e, pos, incremental_state, control=x)
+        else:
+            s = self.inner.forward_stream(kv, e, pos, incremental_state)
         return self.readout(q, s)
 
 

@@ -25,7 +25,8 @@ models), so the saving is measured in the same run:
     python -m fairseq_focus.tools.bench --threads 1 --layers '' --model-lengths 1024,4096 --checkpoint-activations
 
 (One layer alone gains nothing from checkpointing: backward recomputes that very layer's activations.)
-Writes ``bench.json`` and ``bench.png``.
+``--autocast-bf16`` runs every forward under ``torch.autocast(bfloat16)`` (the model flag's rule; default
+fp32). Writes ``bench.json`` and ``bench.png``.
 """
 import argparse
 import json
@@ -144,6 +145,13 @@ def timed_repeats(reset, step, device: torch.device, repeats: int):
     return times, memory_peak(device, base)
 
 
+def forward_precision(args, device: torch.device):
+    """``--autocast-bf16``: the forward under torch.autocast(bfloat16), by the plugin's own rule (refused
+    on a GPU without bf16 units); backward follows the dtypes autocast chose. Without it, fp32."""
+    from ..ops.precision import model_autocast
+    return model_autocast(args.autocast_bf16, device)
+
+
 def measure(name: str, length: int, args) -> Dict:
     """Run in a child process: warm up, then time `repeats` forward+backward passes."""
     torch.manual_seed(0)
@@ -156,7 +164,12 @@ def measure(name: str, length: int, args) -> Dict:
         layer.zero_grad(set_to_none=True)
         x.grad = None
 
-    times, peak = timed_repeats(reset, lambda: layer(x).float().square().mean().backward(), device, args.repeats)
+    def step():
+        with forward_precision(args, device):
+            y = layer(x)
+        y.float().square().mean().backward()
+
+    times, peak = timed_repeats(reset, step, device, args.repeats)
     median = statistics.median(times)
     return {"layer": name, "length": length, "seconds": median, "times": times,
             "tokens_per_s": args.batch * length / median, "peak_bytes": peak}
@@ -195,7 +208,8 @@ def model_step(kind: str, length: int, checkpoint: bool, args) -> Dict:
     tokens = torch.randint(4, len(dictionary), (args.batch, length + 1), device=device)
 
     def step():
-        logits = decoder(tokens[:, :-1])[0]
+        with forward_precision(args, device):
+            logits = decoder(tokens[:, :-1])[0]
         F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()).backward()
         opt.step()
 
@@ -334,6 +348,8 @@ def parse_args(argv=None):
     p.add_argument("--transformer-layers", type=int, default=5, help="transformer_lm depth (≈ equal parameters)")
     p.add_argument("--checkpoint-activations", action="store_true",
                    help="also run each whole-model step with activation checkpointing per layer (both models)")
+    p.add_argument("--autocast-bf16", action="store_true",
+                   help="run every forward under torch.autocast(bfloat16) (the model flag's rule; default fp32)")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--profile", metavar="LAYER:L",
                    help="instead of the benchmark, print torch.profiler's table for one layer at one length")
