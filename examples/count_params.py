@@ -12,8 +12,9 @@ from pathlib import Path
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-ARCHS = ["focus_lm"] + [f"focus_lm_{corpus}{suffix}" for corpus in ("enwik8", "text8")
-                        for suffix in ("", "_static", "_paper", "_static_paper", "_ema", "_mega")]
+ARCHS = ["focus_lm", "focus_lm_adaptive", "focus_lm_static", "focus_lm_mega_small", "focus_lm_paper"] + [
+    f"focus_lm_{corpus}{suffix}" for corpus in ("enwik8", "text8")
+    for suffix in ("", "_adaptive", "_static", "_paper", "_static_paper", "_ema", "_mega", "_mega_adaptive")]
 
 
 def count(arch: str, data_dir: str) -> int:
@@ -32,7 +33,7 @@ def main() -> int:
         Path(data_dir, "dict.txt").write_text("".join(f"{b} 1\n" for b in range(256)))
         for arch in ARCHS:
             n = count(arch, data_dir)
-            print(f"{arch:<24} {n:>12,}  ({n / 1e6:.1f}M)")
+            print(f"{arch:<30} {n:>12,}  ({n / 1e6:.1f}M)")
     return 0
 
 

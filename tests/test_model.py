@@ -149,7 +149,9 @@ def test_hypernetwork_theta_of_a_bin_depends_only_on_earlier_bins():
 
 def test_registered_names_resolve_to_our_classes():
     assert MODEL_REGISTRY["focus_lm"] is FocusLanguageModel
-    for arch in ["focus_lm"] + [f"focus_lm_{c}{s}" for c in ("enwik8", "text8") for s in ("", "_static", "_ema", "_mega")]:
+    for arch in ["focus_lm", "focus_lm_paper", "focus_lm_adaptive", "focus_lm_static", "focus_lm_mega_small"] + [
+            f"focus_lm_{c}{s}" for c in ("enwik8", "text8") for s in ("", "_adaptive", "_static", "_ema", "_mega",
+                                                                        "_mega_adaptive")]:
         assert ARCH_MODEL_REGISTRY[arch] is FocusLanguageModel, arch
     assert TASK_REGISTRY["focus_lm"] is FocusLMTask
 
@@ -170,10 +172,12 @@ def test_a_state_dict_from_before_the_encoder_rename_loads(share):
 
 
 def test_named_focus_archs_follow_the_study_and_the_paper_stays_reachable():
-    """focus_lm_<corpus>[_static]: the study's Θ map and mode (docs/RESULTS.md); _paper / _static_paper: eq. 5."""
+    """focus_lm_<corpus>: the selective head; _adaptive / _static: the hypernetwork / Focus-H with the study's Θ map
+    and mode (docs/RESULTS.md); _paper / _static_paper: eq. 5."""
     from argparse import Namespace
     from fairseq.models import ARCH_MODEL_REGISTRY, ARCH_CONFIG_REGISTRY
-    expected = {"": ("adaptive", "carry", "stable"), "_static": ("static", "carry", "stable"),
+    expected = {"": ("selective", "carry", "stable"), "_adaptive": ("adaptive", "carry", "stable"),
+                "_static": ("static", "carry", "stable"),
                 "_paper": ("adaptive", "causal", "paper"), "_static_paper": ("static", "causal", "paper")}
     for corpus in ("enwik8", "text8"):
         for suffix, (filt, mode, theta) in expected.items():
@@ -183,3 +187,21 @@ def test_named_focus_archs_follow_the_study_and_the_paper_stays_reachable():
             ARCH_CONFIG_REGISTRY[name](args)
             assert (args.focus_filter, args.iir_mode, args.theta_param) == (filt, mode, theta), name
             assert (args.decoder_layers, args.decoder_embed_dim, args.bin_size) == (8, 512, 128), name
+
+
+def test_focus_lm_arch_is_the_recommended_model_and_focus_lm_paper_the_papers():
+    """`--arch focus_lm` (what users type first) gets the measured default; the paper's exact setting is
+    focus_lm_paper, the config's own defaults."""
+    from argparse import Namespace
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    args = Namespace()
+    ARCH_CONFIG_REGISTRY["focus_lm"](args)
+    assert (args.focus_filter, args.iir_mode, args.theta_param) == ("selective", "carry", "stable")
+    assert args.decoder_ffn_embed_dim == 512 and args.decoder_embed_dim == 128
+    paper = Namespace()
+    ARCH_CONFIG_REGISTRY["focus_lm_paper"](paper)
+    assert (paper.focus_filter, paper.iir_mode, paper.theta_param, paper.block_wiring) == \
+        ("adaptive", "causal", "paper", "paper")
+    given = Namespace(focus_filter="static")  # a flag on the command line wins over the arch's default
+    ARCH_CONFIG_REGISTRY["focus_lm"](given)
+    assert given.focus_filter == "static"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# First-run check of the node you are about to train on (fairseq_focus/tools/check_node.py says what
+# and how): builds the registered archs and counts their parameters, trains focus_lm_enwik8_mega and
+# focus_lm_enwik8_ema briefly on a synthetic byte corpus in bf16 (--autocast-bf16) and fp16 (--fp16),
+# checks incremental decoding against the parallel forward, and runs the layer benchmark in fp32 and
+# bf16. About 10 minutes on one GPU; without CUDA, a CPU smoke run of the same steps at tiny sizes.
+#
+#   bash recipes/check_gpu.sh [OUT_DIR]        # OUT_DIR (default check-out): check.json, check.md, logs/, work/
+#   CHECK_STEPS=100 CHECK_LENGTHS=1024 bash recipes/check_gpu.sh /tmp/check   # CHECK_* override any size
+#
+# Exit 0: every check passed; 1: one failed (check.json still written, "ok": false); 2: bad settings
+# or the check could not finish (no check.json). On failure stderr holds one line, "error: ...";
+# everything else (progress, fairseq's output, tracebacks) goes to stdout.
+# Runs the Python on PATH (PYTHON=... to choose another): the environment with torch and fairseq.
+set -euo pipefail
+
+die() { echo "error: $*" >&2; exit 2; }
+
+[[ $# -le 1 ]] || die "usage: bash recipes/check_gpu.sh [OUT_DIR] (sizes through CHECK_* variables; got $# arguments)"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT_DIR="${1:-check-out}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
+[[ -n "$PYTHON" ]] || die "no python on PATH (activate the environment with torch and fairseq, or set PYTHON)"
+"$PYTHON" -c "import fairseq, torch" >/dev/null 2>&1 \
+    || die "$PYTHON cannot import torch and fairseq (activate the training environment, e.g. source .venv/bin/activate, or set PYTHON)"
+
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# fd 3 carries the driver's one-line verdict to the caller's stderr; all other output goes to stdout.
+exec 3>&2
+exec "$PYTHON" -m fairseq_focus.tools.check_node --out "$OUT_DIR" --error-fd 3 2>&1
