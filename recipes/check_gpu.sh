@@ -21,8 +21,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_DIR="${1:-check-out}"
 PYTHON="${PYTHON:-$(command -v python || command -v python3 || true)}"
 [[ -n "$PYTHON" ]] || die "no python on PATH (activate the environment with torch and fairseq, or set PYTHON)"
-"$PYTHON" -c "import fairseq, torch" >/dev/null 2>&1 \
-    || die "$PYTHON cannot import torch and fairseq (activate the training environment, e.g. source .venv/bin/activate, or set PYTHON)"
+"$PYTHON" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('torch') and u.find_spec('fairseq')))" \
+    2>/dev/null || die "$PYTHON cannot import torch and fairseq (activate the training environment, e.g. source .venv/bin/activate, or set PYTHON)"
 
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # fd 3 carries the driver's one-line verdict to the caller's stderr; all other output goes to stdout.

@@ -229,7 +229,7 @@ def test_text_train_maps_variant_and_model_args_to_fairseq_flags(tmp_path):
                         "--max-update": "400000", "--clip-norm": "0.25", "--weight-decay": "0.1"}.items():
         assert flag(args, name) == value, name
     proc = run(["bash", script], env={**env, "VARIANT": "mega"}, check=False)
-    assert_one_line_error(proc, "VARIANT must be focus, static or ema")
+    assert_one_line_error(proc, "VARIANT must be focus, adaptive, static or ema")
     proc = run(["bash", script], env={**env, "DATA_BIN": str(tmp_path / "nothing")}, check=False)
     assert_one_line_error(proc, r"is not a directory \(run recipes/text/prepare.sh first\)")
 

@@ -3,13 +3,15 @@
     bash recipes/check_gpu.sh [OUT_DIR]                      # the check (default OUT_DIR: check-out)
     python -m fairseq_focus.tools.check_node --out OUT_DIR   # the same, without the wrapper
 
-On a CUDA device it runs the real sizes (about 10 minutes on one GPU: the training runs are capped by
-``CHECK_TRAIN_MINUTES``); where torch sees no CUDA device it runs a CPU *smoke* mode of the very same
-steps at tiny sizes (a minute or two), which is what the test suite runs. What it checks, in order:
+On a CUDA device it runs the real sizes on one GPU (budgeted for 10 minutes: each training run stops
+after ``CHECK_TRAIN_MINUTES`` of training even short of ``CHECK_STEPS``; the budget is an estimate, not
+yet timed on a GPU); where torch sees no CUDA device it runs a CPU *smoke* mode of the very same steps
+at tiny sizes (about a minute), which is what the test suite runs. What it checks, in order:
 
 1. **archs**: builds every ``CHECK_ARCHS`` arch through fairseq's own parser, arch defaults and task, as
    ``fairseq-train`` would, for a 256-byte dictionary (260 tokens with fairseq's 4 specials, the
-   vocabulary of README's table), and records its parameter count. An arch that does not build fails.
+   vocabulary of README's table) and ``--tokens-per-sample CHECK_TOKENS`` (``focus_lm``'s own count
+   depends on it), and records its parameter count. An arch that does not build fails.
 2. **train**: writes a synthetic byte corpus (words of random bytes chained by a fixed random successor
    table, 5 % noise bytes: structure a model learns within a few hundred updates), binarizes it with
    ``fairseq-preprocess --only-source`` (one token per byte, data/byte_codec.py) and runs
@@ -19,7 +21,8 @@ steps at tiny sizes (a minute or two), which is what the test suite runs. What i
    what the recipes' ``PRECISION=fp16`` uses instead), ``fp32`` neither. A run passes when fairseq-train
    exits 0 and the last logged train loss is finite and below the first; fp16 runs also report how
    often fairseq logged "overflow detected" and the final loss scale. Without CUDA the fp16 runs are
-   skipped, with the reason recorded (fairseq's fp16 and AMP paths need CUDA).
+   skipped, with the reason recorded (fairseq's fp16 and AMP paths need CUDA); so are the bf16 runs
+   (and bench) on a GPU without bfloat16 units. One process on one GPU (``--distributed-world-size 1``).
 3. **incremental**: every ``CHECK_INCR_ARCHS`` arch, shrunk to 2 layers with bins and attention chunks
    that a ``CHECK_INCR_LENGTH``-token sequence crosses several times, in eval mode and fp32 (TF32 off)
    on the device: the log-probabilities of the parallel ``decoder(tokens)`` against fairseq's
@@ -30,12 +33,13 @@ steps at tiny sizes (a minute or two), which is what the test suite runs. What i
    non-zero or a row holds an error; rows bench skips for their L×L memory are reported, not failed.
 5. **node**: fails when ``nvidia-smi`` lists GPUs that torch cannot see (a CPU build of torch).
 
-Writes OUT_DIR/check.json (every number) and OUT_DIR/check.md (the tables); logs of every subprocess
-in OUT_DIR/logs/, the corpus and bench outputs in OUT_DIR/work/. Exit status 0 when every check
-passed; 1 when one failed (check.json and check.md are written all the same, ``"ok": false`` and the
-failures listed); 2 when the settings are wrong or the check could not finish (then no check.json:
-one from an earlier run in OUT_DIR is removed as soon as a run starts). Either way stderr receives
-one line, ``error: …``; progress, fairseq's chatter and tracebacks go to stdout.
+Writes OUT_DIR/check.json (every number) and OUT_DIR/check.md (the tables), each all at once; the logs
+of every subprocess go to OUT_DIR/logs/, the corpus and bench outputs to OUT_DIR/work/ (both replaced
+by each run). Exit status 0 when every check passed; 1 when one failed (check.json and check.md are
+written all the same, ``"ok": false`` and the failures listed); 2 when the settings are wrong or the
+check could not finish (then no check.json: one from an earlier run in OUT_DIR is removed as soon as a
+run starts). Either way stderr receives one line, ``error: …``; progress, fairseq's chatter and
+tracebacks go to stdout.
 
 Settings (environment variables; defaults on a CUDA device / in the CPU smoke mode): see ``SETTINGS``
 or ``--help``.
@@ -97,7 +101,7 @@ SETTINGS = [
     Setting("CHECK_STEPS", "300", "16", "updates per training run"),
     Setting("CHECK_TOKENS", "4096", "128", "tokens per sample (--tokens-per-sample)"),
     Setting("CHECK_BATCH", "2", "2", "samples per update (--max-tokens = CHECK_BATCH x CHECK_TOKENS)"),
-    Setting("CHECK_TRAIN_MINUTES", "1.25", "0", "cap on each run's training time (--stop-time-hours; 0: none)"),
+    Setting("CHECK_TRAIN_MINUTES", "1", "0", "cap on each run's training time (--stop-time-hours; 0: none)"),
     Setting("CHECK_LR", "1e-3", "3e-3", "peak learning rate (inverse_sqrt, warmup of steps/5, at most 50)"),
     Setting("CHECK_CORPUS_BYTES", "1000000", "40000", "bytes of synthetic corpus (split 90/5/5)"),
     Setting("CHECK_INCR_ARCHS", "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_ema",
@@ -179,9 +183,9 @@ def name_list(name: str, value: str, allowed: Sequence[str]) -> List[str]:
 
 def focus_archs() -> List[str]:
     """Every arch registered for the focus_lm model (importing fairseq_focus registers them)."""
-    from fairseq.models import ARCH_MODEL_REGISTRY
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
     import fairseq_focus  # noqa: F401
-    return sorted(a for a, m in ARCH_MODEL_REGISTRY.items() if m.__name__ == "FocusLanguageModel")
+    return sorted(arch for arch, model in ARCH_MODEL_NAME_REGISTRY.items() if model == "focus_lm")
 
 
 def parse_config(raw: Mapping[str, str], cuda_available: bool) -> Config:
@@ -284,10 +288,10 @@ def count_archs(archs: List[str], dict_dir: Path, tokens: int, failures: List[st
         try:
             model = build_model(arch, [], dict_dir, tokens)
         except (ValueError, RuntimeError, AssertionError, TypeError) as e:
-            failures.append(f"arch {arch} does not build: {type(e).__name__}: {e}")
-            rows.append({"arch": arch, "params": None, "error": f"{type(e).__name__}: {e}"})
+            failures.append(f"arch {arch} does not build: {type(e).__name__}: {one_line(e)}")
+            rows.append({"arch": arch, "params": None, "tokens_per_sample": tokens, "error": f"{type(e).__name__}: {one_line(e)}"})
             continue
-        rows.append({"arch": arch, "params": sum(p.numel() for p in model.parameters())})
+        rows.append({"arch": arch, "params": sum(p.numel() for p in model.parameters()), "tokens_per_sample": tokens})
         say(f"{arch}: {rows[-1]['params']:,} parameters")
         del model
     return rows
@@ -337,10 +341,24 @@ def precision_flags(precision: str, fp16_flag: str) -> List[str]:
     return {"fp32": [], "bf16": ["--autocast-bf16"], "fp16": [fp16_flag]}[precision]
 
 
+def no_bf16_units(device: str) -> bool:
+    """A GPU older than Ampere: --autocast-bf16 refuses it (ops/precision.py)."""
+    import torch
+    return device == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def skip_reason(precision: str, device: str) -> Optional[str]:
     if precision == "fp16" and device != "cuda":
         return "fairseq's --fp16 and --amp need CUDA; no CUDA device here"
+    if precision == "bf16" and no_bf16_units(device):
+        return "this GPU has no bfloat16 units (--autocast-bf16 refuses it); train in fp16"
     return None
+
+
+def last_line(log: Path) -> str:
+    """The log's last non-empty line, shortened: what a failed subprocess said last."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(empty log)"
 
 
 def log_interval(steps: int) -> int:
@@ -385,11 +403,11 @@ def parse_train_log(text: str) -> Dict:
     }
 
 
-def judge_run(parsed: Dict, returncode: int) -> Optional[str]:
+def judge_run(parsed: Dict, returncode: int, said: str = "") -> Optional[str]:
     """Why a run failed, or None: it must exit 0 and log a finite last loss below its first."""
     losses = parsed["losses"]
     if returncode != 0:
-        return f"fairseq-train exited {returncode}"
+        return f"fairseq-train exited {returncode}" + (f": {said}" if said else "")
     if len(losses) < 2:
         return f"only {len(losses)} logged train loss(es); need 2 to see it fall"
     if not math.isfinite(losses[-1]):
@@ -409,7 +427,7 @@ def train_run(cfg: Config, arch: str, precision: str, data_bin: Path, work: Path
     start = time.time()
     returncode = run_logged(train_command(cfg, arch, precision, data_bin, work / f"save-{arch}-{precision}"), log, work)
     parsed = parse_train_log(log.read_text(errors="replace"))
-    problem = judge_run(parsed, returncode)
+    problem = judge_run(parsed, returncode, last_line(log) if returncode != 0 else "")
     row.update(parsed, returncode=returncode, seconds=round(time.time() - start, 1), log=str(log),
                first_loss=parsed["losses"][0] if parsed["losses"] else None,
                last_loss=parsed["losses"][-1] if parsed["losses"] else None,
@@ -460,6 +478,7 @@ def check_incremental(cfg: Config, dict_dir: Path, failures: List[str]) -> List[
         try:
             decoder = build_model(arch, flags, dict_dir, cfg.incr_length).decoder.to(cfg.device).eval()
             row["max_abs_diff"] = incremental_difference(decoder, cfg.incr_length, cfg.device, cfg.seed)
+            del decoder
         except (ValueError, RuntimeError) as e:  # a model that does not build or run here (CUDA errors, OOM)
             row["error"] = f"{type(e).__name__}: {one_line(e)}"
         diff = row["max_abs_diff"]
@@ -468,6 +487,8 @@ def check_incremental(cfg: Config, dict_dir: Path, failures: List[str]) -> List[
         say(f"incremental {arch}: " + (row.get("error") or f"max |Δ log p| = {diff:.2e}") + f" ({rows[-1]['status']})")
         if not passed:
             failures.append(f"incremental {arch}: " + (row.get("error") or f"max |log p| difference {diff:.2e} > {cfg.incr_tol:g}"))
+    if cfg.device == "cuda":
+        torch.cuda.empty_cache()  # the bench's subprocesses get the whole GPU
     return rows
 
 
@@ -481,6 +502,8 @@ def bench_command(cfg: Config, dtype: str, out_dir: Path) -> List[str]:
 
 
 def bench_one(cfg: Config, dtype: str, work: Path, logs: Path) -> Dict:
+    if dtype == "bf16" and no_bf16_units(cfg.device):
+        return {"dtype": dtype, "status": "skipped", "reason": skip_reason("bf16", cfg.device), "rows": [], "errors": []}
     out_dir = work / f"bench-{dtype}"
     log = logs / f"bench-{dtype}.log"
     returncode = run_logged(bench_command(cfg, dtype, out_dir), log, work)
@@ -491,7 +514,7 @@ def bench_one(cfg: Config, dtype: str, work: Path, logs: Path) -> Dict:
         result["json"] = str(out_dir / "bench.json")
     errors = [f"{r['layer']} L={r['length']}: {r['error']}" for r in result["rows"] if "error" in r]
     if returncode != 0:
-        errors.insert(0, f"bench exited {returncode}")
+        errors.insert(0, f"bench exited {returncode}: {last_line(log)}")
     result.update(status="failed" if errors else "passed", errors=errors)
     return result
 
@@ -553,7 +576,8 @@ def markdown(result: Dict) -> str:
            f"fairseq {node['fairseq']}, Python {node['python']}, {node['date']}; {result['seconds']:.0f} s.", ""]
     if result["failures"]:
         out += ["## Failures", ""] + [f"* {f}" for f in result["failures"]] + [""]
-    out += [f"## Parameter counts ({BYTE_DICT_SIZE + 4} byte tokens, built as fairseq-train builds them)", "",
+    out += [f"## Parameter counts ({BYTE_DICT_SIZE + 4} byte tokens, --tokens-per-sample {cfg['tokens']}, "
+            "built as fairseq-train builds them)", "",
             "| arch | parameters |", "|---|---|"]
     out += [f"| {r['arch']} | {fmt(r['params'], ',') if r['params'] is not None else 'error: ' + r['error']} |"
             for r in result["archs"]]
@@ -573,7 +597,8 @@ def markdown(result: Dict) -> str:
             f"{r['tolerance']:g} | {r['status']} |" for r in result["incremental"]]
     for dtype, bench in result["bench"].items():
         out += ["", f"## Layer benchmark, {dtype} (python -m fairseq_focus.tools.bench"
-                    f"{' --autocast-bf16' if dtype == 'bf16' else ''})", "", bench_table(bench["rows"])]
+                    f"{' --autocast-bf16' if dtype == 'bf16' else ''})", ""]
+        out += [f"skipped: {bench['reason']}"] if bench["status"] == "skipped" else [bench_table(bench["rows"])]
         out += [f"* {e}" for e in bench["errors"]]
     return "\n".join(out) + "\n"
 
@@ -622,7 +647,8 @@ def one_line(text: str) -> str:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    settings = "\n".join(f"  {s.name:<20} {s.gpu!r} / {s.smoke!r}: {s.help}" for s in SETTINGS)
+    settings = "\n".join(f"  {s.name:<20} {s.gpu!r}" + (f" / {s.smoke!r}" if s.smoke != s.gpu else "") + f": {s.help}"
+                         for s in SETTINGS)
     p = argparse.ArgumentParser(description=__doc__ + "\nSettings (GPU default / CPU smoke default):\n" + settings,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="where check.json, check.md, logs/ and work/ go")
@@ -638,6 +664,7 @@ def error_stream(fd: int) -> TextIO:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    args.out = args.out.resolve()  # the subprocesses run in OUT_DIR/work
     errors = error_stream(args.error_fd)
     sys.stderr = sys.stdout  # warnings, logging and tracebacks to stdout: stderr keeps the verdict only
     try:

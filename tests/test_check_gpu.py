@@ -1,0 +1,136 @@
+"""recipes/check_gpu.sh, the first-run check of a training node, in its CPU smoke mode: the very script
+a GPU node runs, at tiny sizes (fairseq_focus/tools/check_node.py), plus its verdicts on bad input and
+on a failed check, and the fairseq-train log parsing of the fp16 path that a CPU cannot run."""
+import json
+import math
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from fairseq_focus.tools.check_node import judge_run, parse_train_log
+from helpers import REPO, run
+
+SCRIPT = str(REPO / "recipes" / "check_gpu.sh")
+ARCHS = {"focus_lm", "focus_lm_enwik8", "focus_lm_enwik8_mega", "focus_lm_enwik8_ema", "focus_lm_enwik8_paper"}
+TRAIN_ARCHS = {"focus_lm_enwik8_mega", "focus_lm_enwik8_ema"}
+CPU = {"CHECK_DEVICE": "cpu"}  # the smoke mode even where a GPU is present
+
+
+def check(out: Path, env: Dict[str, str]):
+    return run(["bash", SCRIPT, str(out)], env={**CPU, **env}, check=False)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One CPU smoke run of the whole check with its defaults: (process, check.json, out dir)."""
+    out = tmp_path_factory.mktemp("check") / "out"
+    proc = check(out, {})
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr}"
+    return proc, json.loads((out / "check.json").read_text()), out
+
+
+@pytest.mark.slow
+def test_smoke_run_passes_with_a_clean_stderr(smoke):
+    proc, result, _ = smoke
+    assert proc.stderr == "" and result["ok"] and result["failures"] == []
+    assert result["settings"]["smoke"] and result["settings"]["tiny"] and result["node"]["torch"]
+
+
+@pytest.mark.slow
+def test_archs_are_built_at_their_registered_sizes(smoke):
+    counts = {r["arch"]: r["params"] for r in smoke[1]["archs"]}
+    assert set(counts) == ARCHS and all(n > 0 for n in counts.values())
+    assert all(counts[a] > 10_000_000 for a in ARCHS - {"focus_lm"})  # the paper sizes, not CHECK_TINY's
+
+
+@pytest.mark.slow
+def test_training_runs_lose_loss_and_fp16_is_skipped_with_a_reason(smoke):
+    runs = {(r["arch"], r["precision"]): r for r in smoke[1]["train"]}
+    assert set(runs) == {(a, p) for a in TRAIN_ARCHS for p in ("bf16", "fp16")}
+    for arch in TRAIN_ARCHS:
+        bf16 = runs[arch, "bf16"]
+        assert bf16["status"] == "passed" and bf16["flags"] == ["--autocast-bf16"] and bf16["returncode"] == 0
+        assert len(bf16["losses"]) >= 2 and math.isfinite(bf16["last_loss"]) and bf16["last_loss"] < bf16["first_loss"]
+        assert bf16["updates"] > 0 and bf16["params"] > 0 and Path(bf16["log"]).is_file()
+        fp16 = runs[arch, "fp16"]
+        assert fp16["status"] == "skipped" and "CUDA" in fp16["reason"] and fp16["flags"] == ["--fp16"]
+
+
+@pytest.mark.slow
+def test_incremental_decoding_equals_the_parallel_forward(smoke):
+    rows = smoke[1]["incremental"]
+    assert TRAIN_ARCHS <= {r["arch"] for r in rows}
+    assert all(r["status"] == "passed" and 0 <= r["max_abs_diff"] < 1e-4 for r in rows)
+
+
+@pytest.mark.slow
+def test_bench_runs_in_fp32_and_bf16(smoke):
+    bench = smoke[1]["bench"]
+    assert set(bench) == {"fp32", "bf16"}
+    for result in bench.values():
+        assert result["status"] == "passed" and result["rows"]
+        assert all(r["seconds"] > 0 and r["tokens_per_s"] > 0 for r in result["rows"])
+    meta = json.loads(Path(bench["bf16"]["json"]).read_text())["meta"]
+    assert meta["autocast_bf16"] is True
+
+
+@pytest.mark.slow
+def test_markdown_report_has_every_table(smoke):
+    _, result, out = smoke
+    text = (out / "check.md").read_text()
+    assert text.startswith("# Node check: PASSED")
+    for arch in ARCHS:
+        assert f"| {arch} | {next(r['params'] for r in result['archs'] if r['arch'] == arch):,} |" in text
+    assert "| focus_lm_enwik8_mega | bf16 | --autocast-bf16 | passed |" in text
+    assert "## Incremental decoding" in text and "## Layer benchmark, bf16" in text
+
+
+@pytest.mark.slow
+def test_bad_input_exits_with_one_line_and_writes_no_check_json(tmp_path):
+    out = tmp_path / "out"
+    proc = check(out, {"CHECK_ARCHS": "no_such_arch"})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: CHECK_ARCHS")
+    assert "no_such_arch" in lines[0]
+    assert not (out / "check.json").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_check_exits_1_and_replaces_an_old_verdict(tmp_path):
+    """A tolerance no float computation meets: the run finishes, records the failure, exits 1."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "check.json").write_text('{"ok": true}')  # an earlier run's verdict
+    proc = check(out, {"CHECK_ARCHS": "focus_lm", "CHECK_TRAIN_ARCHS": "", "CHECK_LENGTHS": "",
+                       "CHECK_INCR_ARCHS": "focus_lm", "CHECK_INCR_TOL": "0"})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: 1 check(s) failed: incremental focus_lm")
+    result = json.loads((out / "check.json").read_text())
+    assert result["ok"] is False and result["incremental"][0]["status"] == "failed"
+    assert result["train"] == [] and result["bench"] == {}
+    assert (out / "check.md").read_text().startswith("# Node check: FAILED")
+
+
+FP16_LOG = """\
+2026-01-01 10:00:00 | INFO | fairseq_focus.models.focus_lm | focus_lm: 39827288 parameters (39.83M), filter=adaptive
+2026-01-01 10:00:01 | INFO | fairseq.trainer | NOTE: gradient overflow detected, ignoring gradient, setting loss scale to: 64.0
+2026-01-01 10:00:02 | INFO | fairseq.trainer | NOTE: gradient overflow detected, ignoring gradient, setting loss scale to: 32.0
+2026-01-01 10:00:05 | INFO | train_inner | {"epoch": 1, "update": 0.1, "loss": "8.1", "num_updates": "15", "loss_scale": "32", "wps": "90000"}
+2026-01-01 10:00:09 | INFO | train_inner | {"epoch": 1, "update": 0.2, "loss": "LAST", "num_updates": "30", "loss_scale": "16", "wps": "95000"}
+"""
+
+
+def test_fp16_log_parsing_counts_overflows_and_reads_the_loss_scale():
+    parsed = parse_train_log(FP16_LOG.replace("LAST", "5.2"))
+    assert parsed["overflows"] == 2 and parsed["loss_scale"] == 16 and parsed["updates"] == 30
+    assert parsed["losses"] == [8.1, 5.2] and parsed["params"] == 39827288 and parsed["wps"] == 95000
+    assert judge_run(parsed, 0) is None
+
+
+def test_a_non_finite_or_rising_loss_or_a_crash_fails_the_run():
+    assert judge_run(parse_train_log(FP16_LOG.replace("LAST", "nan")), 0) == "final loss is nan"
+    assert judge_run(parse_train_log(FP16_LOG.replace("LAST", "inf")), 0) == "final loss is inf"
+    assert "did not fall" in judge_run(parse_train_log(FP16_LOG.replace("LAST", "8.1")), 0)
+    assert judge_run(parse_train_log(FP16_LOG.replace("LAST", "5.2")), 1) == "fairseq-train exited 1"
+    assert "only 0 logged" in judge_run(parse_train_log(""), 0)
