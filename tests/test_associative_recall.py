@@ -227,6 +227,28 @@ def test_recall_archs_follow_table6():
     assert tlm.decoder.output_projection.weight.shape[1] == 64 and tlm.decoder.layers[0].self_attn.num_heads == 1
 
 
+def test_the_study_switch_builds_eq6_literally_and_the_checker_sees_its_lookahead():
+    """--study-allow-lookahead (associative_recall only) builds --iir-mode paper, which looks ahead inside a
+    bin: the perturbation check that the causal models pass finds it; without the switch it is refused."""
+    with pytest.raises(ValueError, match="is not causal"):
+        _recall_model("focus_recall", 62, ("--iir-mode", "paper"))
+    task, model = _recall_model("focus_recall", 62, ("--iir-mode", "paper", "--study-allow-lookahead"))
+    tokens = torch.from_numpy(task.examples()[0][:2, :-1]).long() + task.dictionary.nspecial
+    changed = tokens.clone()
+    changed[:, 40] = task.dictionary.nspecial + (changed[:, 40] - task.dictionary.nspecial + 1) % 30
+    with torch.no_grad():
+        moved = (model(changed)[0][:, 32:40] - model(tokens)[0][:, 32:40]).abs().max()
+    assert moved > 1e-4  # positions 32..39 (bin 3: 32..47) saw token 40
+
+
+def test_no_language_model_task_has_the_study_switch():
+    from fairseq import options
+    parser = options.get_training_parser()
+    with pytest.raises(SystemExit):
+        options.parse_args_and_arch(parser, [str(REPO), "--user-dir", USER_DIR, "--task", "focus_lm",
+                                             "--arch", "focus_lm", "--study-allow-lookahead"])
+
+
 # ---- end to end through the CLIs -------------------------------------------------------------------
 
 def _train_cmd(arch, seq_len, workdir, *extra):

@@ -56,7 +56,11 @@ def count_parameters(model: nn.Module) -> int:
 class FocusLanguageModel(FairseqLanguageModel):
     @classmethod
     def build_model(cls, cfg, task):
-        check_causal(cfg)
+        if getattr(getattr(task, "cfg", None), "study_allow_lookahead", False):  # associative_recall's study switch
+            logger.warning("--study-allow-lookahead: the model may see later inputs of its bin (--iir-mode %s); "
+                           "its scores are not those of a causal model", cfg.iir_mode)
+        else:
+            check_causal(cfg)
         model = cls(FocusDecoder(cfg, task.target_dictionary))
         logger.info(
             "focus_lm: %d parameters (%.2fM), filter=%s, iir_mode=%s, filter_input=%s, wiring=%s, layers=%d, D=%d",

@@ -102,6 +102,12 @@ class AssociativeRecallConfig(FairseqDataclass):
     split_chunk_size: int = field(
         default=0, metadata={"help": "M of the inside/before split of the validation accuracy; 0: the model's "
                                      "--chunk-size (no split for a model without one)"})
+    study_allow_lookahead: bool = field(
+        default=False,
+        metadata={"help": "study only (the account of the paper's Table 1): let a Focus model use --iir-mode paper, "
+                          "eq. 6 taken literally, whose per-bin circular filter lets a position see later inputs of "
+                          "its bin. No language-modelling task has this switch; scores with it are not causal"},
+    )
 
 
 @register_task("associative_recall", dataclass=AssociativeRecallConfig)
