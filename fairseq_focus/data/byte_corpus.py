@@ -13,7 +13,7 @@ import argparse
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 from .atomic import atomic_directory
 from .byte_codec import bytes_to_lines
@@ -21,14 +21,18 @@ from .byte_codec import bytes_to_lines
 SPLITS = ("train", "valid", "test")
 
 
-def stdlib_source(max_bytes: int) -> bytes:
+SKIPPED = ("test", "tests", "idle_test", "site-packages")
+
+
+def stdlib_source(max_bytes: int, skip: Tuple[str, ...] = SKIPPED) -> bytes:
     """Real text present on every machine with Python: the standard library's .py files, in path
-    order, excluding its test suites (which hold deliberately odd bytes)."""
+    order, excluding the folders named in ``skip`` (default: its test suites, which hold deliberately
+    odd bytes)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     parts, total = [], 0
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).parts
-        if any(p in ("test", "tests", "idle_test", "site-packages") for p in rel):
+        if any(p in skip for p in rel):
             continue
         data = path.read_bytes()
         parts.append(data)

@@ -603,6 +603,18 @@ def markdown(result: Dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def strict_json(value):
+    """``value`` with every non-finite float spelled as a string ('nan', 'inf'): check.json stays valid
+    JSON for every reader (Python's json would write the non-standard NaN / Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path``, then rename it into place: never a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -686,7 +698,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=errors, flush=True)
         return 2
     write_atomically(args.out / "check.md", markdown(result))
-    write_atomically(args.out / "check.json", json.dumps(result, indent=1) + "\n")
+    write_atomically(args.out / "check.json", json.dumps(strict_json(result), indent=1, allow_nan=False) + "\n")
     say(f"{'PASSED' if result['ok'] else 'FAILED'}: wrote {args.out / 'check.json'} and {args.out / 'check.md'}")
     if not result["ok"]:
         print(f"error: {len(result['failures'])} check(s) failed: {one_line('; '.join(result['failures']))} "
