@@ -10,8 +10,8 @@ at tiny sizes (about a minute), which is what the test suite runs. What it check
 
 1. **archs**: builds every ``CHECK_ARCHS`` arch through fairseq's own parser, arch defaults and task, as
    ``fairseq-train`` would, for a 256-byte dictionary (260 tokens with fairseq's 4 specials, the
-   vocabulary of README's table) and ``--tokens-per-sample CHECK_TOKENS`` (``focus_lm``'s own count
-   depends on it), and records its parameter count. An arch that does not build fails.
+   vocabulary of README's table) at ``--tokens-per-sample CHECK_TOKENS``, and records its parameter
+   count. An arch that does not build fails.
 2. **train**: writes a synthetic byte corpus (words of random bytes chained by a fixed random successor
    table, 5 % noise bytes: structure a model learns within a few hundred updates), binarizes it with
    ``fairseq-preprocess --only-source`` (one token per byte, data/byte_codec.py) and runs
@@ -104,14 +104,15 @@ SETTINGS = [
     Setting("CHECK_TRAIN_MINUTES", "1", "0", "cap on each run's training time (--stop-time-hours; 0: none)"),
     Setting("CHECK_LR", "1e-3", "3e-3", "peak learning rate (inverse_sqrt, warmup of steps/5, at most 50)"),
     Setting("CHECK_CORPUS_BYTES", "1000000", "40000", "bytes of synthetic corpus (split 90/5/5)"),
-    Setting("CHECK_INCR_ARCHS", "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_ema",
-            "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_ema",
-            "archs of the incremental check ('' skips it)"),
+    Setting("CHECK_INCR_ARCHS", "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_mega_adaptive,focus_lm_enwik8_ema",
+            "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_mega_adaptive,focus_lm_enwik8_ema",
+            "archs of the incremental check ('' skips it): the selective and the hypernetwork head, and MEGA"),
     Setting("CHECK_INCR_LENGTH", "300", "70", "tokens decoded one by one in the incremental check"),
     Setting("CHECK_INCR_TOL", "1e-4", "1e-4", "largest allowed |log p| difference, incremental vs parallel (fp32)"),
     Setting("CHECK_LENGTHS", "1024,4096,16384", "64", "bench's L ('' skips the bench)"),
-    Setting("CHECK_BENCH_LAYERS", "focus-adaptive-carry,mega-ema,fairseq-layer,plain-attention",
-            "focus-adaptive-carry,fairseq-layer", "bench's layers (fairseq-layer is its baseline)"),
+    Setting("CHECK_BENCH_LAYERS", "focus-selective-carry,focus-adaptive-carry,mega-ema,fairseq-layer",
+            "focus-selective-carry,fairseq-layer", "bench's layers (fairseq-layer is its baseline; add "
+            "plain-attention for the paper's Table 5 reference)"),
     Setting("CHECK_BENCH_DTYPES", "fp32,bf16", "fp32,bf16", "bench precisions out of fp32, bf16"),
     Setting("CHECK_SEED", "1", "1", "seed of the corpus, the training runs and the incremental tokens"),
 ]
