@@ -36,7 +36,7 @@ def parse(argv):
     return options.parse_args_and_arch(options.get_training_parser(), argv)
 
 
-def build_lm(data: Path, flags, arch: str = "focus_lm"):
+def build_lm(data: Path, flags, arch: str = "focus_lm_paper"):  # the hypernetwork head (its sharing flags)
     args = parse([str(data), "--user-dir", USER_DIR, "--task", "language_modeling", "--arch", arch] + TINY + flags)
     cfg = convert_namespace_to_omegaconf(args)
     return tasks.setup_task(cfg.task).build_model(cfg.model), args
@@ -135,7 +135,7 @@ def save_old_checkpoint(path: Path, model, args, as_namespace: bool) -> None:
                 "extra_state": {"train_iterator": None}, "last_optimizer_state": None}, path)
 
 
-@pytest.mark.parametrize("arch", ["focus_lm", "focus_lm_text8"])  # build_model merges the dataclass / runs the arch
+@pytest.mark.parametrize("arch", ["focus_lm_paper", "focus_lm_text8_adaptive"])  # build_model merges the dataclass / runs the arch
 @pytest.mark.parametrize("as_namespace", [False, True])
 def test_old_checkpoint_keys_are_migrated(lm_data, tmp_path, arch, as_namespace):
     torch.manual_seed(0)
