@@ -26,13 +26,20 @@ def eval_lm(data, ckpt, extra=()):
     return float(match.group(1))
 
 
-@pytest.mark.parametrize("filt,wiring", [("adaptive", "paper"), ("static", "paper"), ("ema", "paper"),
-                                         ("ema", "mega"), ("adaptive", "mega")])
+MEGA_ARCHS = {"selective": "focus_lm_enwik8_mega", "adaptive": "focus_lm_enwik8_mega_adaptive"}
+
+
+@pytest.mark.parametrize("filt,wiring", [("selective", "paper"), ("adaptive", "paper"), ("static", "paper"),
+                                         ("ema", "paper"), ("ema", "mega"), ("selective", "mega"), ("adaptive", "mega")])
 def test_train_then_eval_lm_reports_bpc(byte_corpus, tmp_path, filt, wiring):
-    """The mega wiring comes from its flag (MEGA: ema) and from the named arch (MEGA with the IIR
-    head, at the tiny size the flags give)."""
-    model = ["--focus-filter", filt, "--block-wiring", wiring] if filt == "ema" or wiring == "paper" else \
-        ["--arch", "focus_lm_enwik8_mega"]
+    """The default (--arch focus_lm, no filter flag) is the selective head; the mega wiring comes from its flag
+    (MEGA: ema) and from the named archs (MEGA with an IIR head, at the tiny size the flags give)."""
+    if filt == "selective" and wiring == "paper":
+        model = []
+    elif filt == "ema" or wiring == "paper":
+        model = ["--focus-filter", filt, "--block-wiring", wiring]
+    else:
+        model = ["--arch", MEGA_ARCHS[filt]]
     proc = train(byte_corpus, tmp_path / "ckpt", 6, [*model, "--tensorboard-logdir", str(tmp_path / "tb")])
     log = proc.stdout + proc.stderr
     assert f"filter={filt}" in log and f"wiring={wiring}" in log and re.search(r"focus_lm: \d+ parameters", log)

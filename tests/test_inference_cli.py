@@ -16,8 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def _train(byte_corpus, save_dir, iir_mode):
-    run(["fairseq-train", str(byte_corpus), "--user-dir", USER_DIR, "--task", "focus_lm", "--arch", "focus_lm",
-         *TINY_LM, "--iir-mode", iir_mode, "--tokens-per-sample", "256", "--sample-break-mode", "none",
+    """causal / carry: the paper's hypernetwork head (focus_lm_paper); selective: the default --arch focus_lm."""
+    model = ["--arch", "focus_lm"] if iir_mode == "selective" else ["--arch", "focus_lm_paper", "--iir-mode", iir_mode]
+    run(["fairseq-train", str(byte_corpus), "--user-dir", USER_DIR, "--task", "focus_lm", *model,
+         *TINY_LM, "--tokens-per-sample", "256", "--sample-break-mode", "none",
          "--max-tokens", "1024", "--optimizer", "adam", "--lr", "3e-3", "--max-update", "15",
          "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--cpu", "--num-workers", "0",
          "--log-format", "simple", "--seed", "1"])
@@ -27,7 +29,7 @@ def _train(byte_corpus, save_dir, iir_mode):
 @pytest.fixture(scope="module")
 def checkpoints(byte_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
-    return {mode: _train(byte_corpus, root / mode, mode) for mode in ("causal", "carry")}
+    return {mode: _train(byte_corpus, root / mode, mode) for mode in ("causal", "carry", "selective")}
 
 
 def test_fairseq_generate_samples_text(byte_corpus, checkpoints):
@@ -54,7 +56,7 @@ def test_fairseq_interactive_beam_search_prints_text(byte_corpus, checkpoints, t
     assert all(len(t) > len("def parse(") for t in texts)
 
 
-@pytest.mark.parametrize("mode", ["carry", "causal"])
+@pytest.mark.parametrize("mode", ["carry", "causal", "selective"])
 def test_score_stream_equals_one_parallel_forward(byte_corpus, checkpoints, mode):
     """Segments of 100 with state carried = one parallel forward over the whole test stream."""
     out = run([sys.executable, "-m", "fairseq_focus.tools.score_stream", str(byte_corpus), "--path", str(checkpoints[mode]),
@@ -76,9 +78,10 @@ def test_score_stream_bad_input_is_one_line_error(byte_corpus, tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint not found")
 
 
-def test_hub_bpc_and_sample(byte_corpus, checkpoints):
+@pytest.mark.parametrize("mode", ["carry", "selective"])
+def test_hub_bpc_and_sample(byte_corpus, checkpoints, mode):
     from fairseq_focus.inference.hub import FocusLMHub
-    ckpt = checkpoints["carry"]
+    ckpt = checkpoints[mode]
     lm = FocusLMHub.from_pretrained(str(ckpt.parent), ckpt.name, str(byte_corpus))
     text = "import sys\nclass Namespace(object):\n    pass\n"
     tokens = lm.encode(text)
