@@ -9,7 +9,7 @@ import torch
 from fairseq_focus.modules.config import FocusStackConfig
 from fairseq_focus.modules.focus_stack import FocusStack
 from fairseq_focus.modules.global_filter import SelectiveIIRFilter, StaticIIRFilter
-from fairseq_focus.ops.selective_iir import tv_iir_filter, tv_iir_filter_ref, tv_iir_stream
+from fairseq_focus.ops.selective_iir import FORMS, lattice_coefficients, tv_iir_filter, tv_iir_filter_ref, tv_iir_stream
 from fairseq_focus.ops.theta import MAX_RADIUS, poles, theta_from_logits
 from helpers import stir
 
@@ -26,8 +26,9 @@ def inputs(size, seed, dtype=torch.float64, scale=2.0):
     return x, theta, gain, state
 
 
-def oracle(x, theta, gain, state):
-    """A direct numpy evaluation of y_f[t] = g[t]x[t] − θ0[t]y_f[t−1] − θ1[t]y_f[t−2] (no torch)."""
+def oracle(x, theta, gain, state, form):
+    """A direct numpy evaluation (no torch): the companion recursion y_f[t] = g[t]x[t] − θ0[t]y_f[t−1] −
+    θ1[t]y_f[t−2], or the normalized lattice's two rotations per sample (k2 = θ1, k1 = θ0 / (1 + θ1))."""
     x, th, g, st = (t.double().numpy() for t in (x, theta, gain, state))
     b, d, n = x.shape
     f = th.shape[3]
@@ -35,41 +36,79 @@ def oracle(x, theta, gain, state):
     for bi in range(b):
         for di in range(d):
             for fi in range(f):
-                y1, y2 = st[bi, di, fi]
+                s0, s1 = st[bi, di, fi]
                 for t in range(n):
-                    cur = g[bi, t, di] * x[bi, di, t] - th[bi, t, di, fi, 0] * y1 - th[bi, t, di, fi, 1] * y2
+                    t0, t1 = th[bi, t, di, fi]
+                    u = g[bi, t, di] * x[bi, di, t]
+                    if form == "companion":
+                        cur = u - t0 * s0 - t1 * s1
+                        s0, s1 = cur, s0
+                    else:
+                        k2, k1 = t1, t0 / (1 + t1)
+                        c1, c2 = np.sqrt(1 - k1 * k1), np.sqrt(1 - k2 * k2)
+                        f1 = c2 * (u / (c1 * c2)) - k2 * s1
+                        cur = c1 * f1 - k1 * s0
+                        s0, s1 = cur, k1 * f1 + c1 * s0
                     y[bi, di, t] += cur
-                    y1, y2 = cur, y1
     return y
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("chunk", [1, 4, 16, 1000])
-def test_scan_equals_oracle_and_loop_twin(size, chunk):
-    x, theta, gain, state = inputs(size, seed=sum(size) + chunk)
-    y, final = tv_iir_filter(x, theta, gain, state, return_state=True, chunk=chunk)
-    y_ref, final_ref = tv_iir_filter_ref(x, theta, gain, state, return_state=True)
-    np.testing.assert_allclose(y.numpy(), oracle(x, theta, gain, state), rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(final, final_ref, rtol=1e-10, atol=1e-10)
+def test_scan_equals_oracle_and_loop_twin(size, chunk, form):
+    x, theta, gain, state = inputs(size, seed=sum(size) + chunk, scale=2.0 if form == "lattice" else 1.0)
+    y, final = tv_iir_filter(x, theta, gain, state, return_state=True, chunk=chunk, form=form)
+    y_ref, final_ref = tv_iir_filter_ref(x, theta, gain, state, return_state=True, form=form)
+    np.testing.assert_allclose(y.numpy(), oracle(x, theta, gain, state, form), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(final, final_ref, rtol=1e-9, atol=1e-9)
 
 
-def test_constant_theta_is_the_carry_filter_of_bin_one():
-    """With the same Θ at every sample and g = 1 the op is ops/iir.py's carry recursion."""
+@pytest.mark.parametrize("form", FORMS)
+def test_constant_theta_is_the_static_all_pole_filter(form):
+    """With the same Θ at every sample, g = 1 and a zero start, both forms are the static head's filter
+    1 / A(z): ops/iir.py's carry recursion, and scipy's lfilter (F = 2 filters summed)."""
+    import scipy.signal
     from fairseq_focus.ops.iir import iir_filter
     x, theta, _, _ = inputs((2, 3, 2, 40), seed=5)
     static = theta[:, :1].expand(-1, 40, -1, -1, -1)
-    torch.testing.assert_close(tv_iir_filter(x, static), iir_filter(x, static[:, :1], "carry"), rtol=1e-9, atol=1e-9)
+    y = tv_iir_filter(x, static, form=form)
+    torch.testing.assert_close(y, iir_filter(x, static[:, :1], "carry"), rtol=1e-9, atol=1e-9)
+    oracle_sum = sum(scipy.signal.lfilter([1.0], [1.0] + static[0, 0, 1, f].tolist(), x[0, 1].numpy()) for f in range(2))
+    np.testing.assert_allclose(y[0, 1].numpy(), oracle_sum, rtol=1e-9, atol=1e-9)
 
 
-def test_gradients_match_the_loop_twin():
+def test_the_lattice_is_stable_under_any_time_variation_and_the_companion_form_is_not():
+    """Θ drawn afresh at every sample (every frozen-time pole inside |p| ≤ ρ): the lattice's state never
+    holds more energy than the input put in, while the companion form's impulse response explodes (the
+    reason the lattice is the default)."""
+    from fairseq_focus.ops.theta import ring_init_logits
+    g = torch.Generator().manual_seed(0)
+    impulse = torch.zeros(1, 64, 2048, dtype=torch.float64)
+    impulse[..., 0] = 1.0
+    wild = theta_from_logits(2.0 * torch.randn(1, 2048, 64, 1, 2, generator=g, dtype=torch.float64), "stable")
+    ring = theta_from_logits(ring_init_logits((64, 1), 0.9, 0.999).double()
+                             + torch.randn(1, 2048, 64, 1, 2, generator=g, dtype=torch.float64), "stable")
+    for theta in (wild, ring):
+        y, final = tv_iir_filter(impulse, theta, return_state=True, form="lattice")
+        _, _, c1, c2 = lattice_coefficients(theta[0, 0, :, 0])  # the input enters scaled by 1 / (c1·c2)
+        bound = 1.0 / (c1 * c2)  # (D,): ‖s[t]‖ ≤ ‖s[0]‖ ≤ that, so |y[t]| too
+        assert torch.isfinite(y).all() and bool((y[0].abs().amax(-1) <= bound * (1 + 1e-9)).all())
+        assert bool((torch.linalg.vector_norm(final[0, :, 0], dim=-1) <= bound * (1 + 1e-9)).all())
+    blown = tv_iir_filter(impulse, wild, form="companion")
+    assert float(blown.abs().max()) > 1e6  # 1.3e14 here; 9e33 at L = 4096, D = 256 in the module docstring
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_gradients_match_the_loop_twin(form):
     x, theta_logits, gain, state = inputs((2, 2, 2, 29), seed=3)
     logits = 2.0 * torch.randn(2, 29, 2, 2, 2, dtype=torch.float64)
     leaves = [t.clone().requires_grad_() for t in (x, logits, gain, state)]
     w = torch.randn(2, 2, 29, dtype=torch.float64)
 
     def loss(fn, x_, lg, g_, s_):
-        y, fin = fn(x_, theta_from_logits(lg, "stable"), g_, s_, return_state=True, chunk=8)
+        y, fin = fn(x_, theta_from_logits(lg, "stable"), g_, s_, return_state=True, chunk=8, form=form)
         return (y * w[..., :y.size(-1)]).sum() + fin.pow(2).sum()
     fast = torch.autograd.grad(loss(tv_iir_filter, *leaves), leaves)
     ref = torch.autograd.grad(loss(tv_iir_filter_ref, *leaves), leaves)
@@ -79,13 +118,15 @@ def test_gradients_match_the_loop_twin():
                                                                           (x[..., :9], logits[:, :9], gain[:, :9], state)])
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("cuts", [[1] * 23, [5, 1, 17], [23], [7, 7, 9]])
-def test_streaming_pieces_equal_one_pass(cuts):
+def test_streaming_pieces_equal_one_pass(cuts, form):
     x, theta, gain, _ = inputs((2, 3, 2, 23), seed=11)
-    whole, final = tv_iir_filter(x, theta, gain, return_state=True)
+    whole, final = tv_iir_filter(x, theta, gain, return_state=True, form=form)
     outs, state, start = [], None, 0
     for n in cuts:
-        y, state = tv_iir_stream(x[..., start:start + n], theta[:, start:start + n], gain[:, start:start + n], state)
+        y, state = tv_iir_stream(x[..., start:start + n], theta[:, start:start + n], gain[:, start:start + n], state,
+                                 form)
         outs.append(y)
         start += n
     torch.testing.assert_close(torch.cat(outs, -1), whole, rtol=1e-10, atol=1e-10)
@@ -102,6 +143,8 @@ def test_bad_shapes_are_refused():
         tv_iir_filter(x, theta, gain, state[:, :, :1])
     with pytest.raises(ValueError, match="chunk"):
         tv_iir_filter(x, theta, chunk=0)
+    with pytest.raises(ValueError, match="form must be one of"):
+        tv_iir_filter(x, theta, form="direct")
 
 
 # ---- the modules -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from ..modules.config import FILTER_INPUTS, FILTERS, REL_POS_BIASES, THETA_INITS, WIRINGS, FocusStackConfig
 from ..ops.iir import MODES
+from ..ops.selective_iir import FORMS
 from ..ops.theta import PARAMS
 
 
@@ -31,6 +32,7 @@ class FocusModelConfig(FocusStackConfig, FairseqDataclass):
     theta_init: ChoiceEnum(list(THETA_INITS)) = stack_field("theta_init")
     block_wiring: ChoiceEnum(list(WIRINGS)) = stack_field("block_wiring")
     rel_pos_bias: ChoiceEnum(list(REL_POS_BIASES)) = stack_field("rel_pos_bias")
+    selective_form: ChoiceEnum(list(FORMS)) = stack_field("selective_form")
 
 
 def set_default(args, name: str, value) -> None:

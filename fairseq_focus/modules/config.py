@@ -60,6 +60,13 @@ class FocusStackConfig:
         metadata={"help": "rank of --focus-filter selective's input projection (x -> rank -> per-channel Θ logits and "
                           "gain), as Mamba's dt_rank"},
     )
+    selective_form: str = field(
+        default="lattice",
+        metadata={"help": "how --focus-filter selective realises its per-token filter (ops/selective_iir.py): lattice "
+                          "(normalized lattice, stable under any change of Θ from token to token; the frozen-time "
+                          "filter is the same all-pole 1/A(z)) or companion (the direct form of eq. 32, whose "
+                          "products of per-token matrices can grow)"},
+    )
     num_filters: int = field(default=1, metadata={"help": "F: order-2 filters per channel, summed (eq. 7)"})
     # How the adaptive and static filters map their logits to Θ (ops/theta.py), and its init.
     theta_param: str = field(
@@ -178,6 +185,9 @@ def validate(cfg: FocusStackConfig) -> None:
     if cfg.focus_filter == "selective" and cfg.iir_mode != "carry":
         raise ValueError(f"--focus-filter selective changes Θ at every token through the carried recursion; it needs "
                          f"--iir-mode carry, got {cfg.iir_mode!r}")
+    from ..ops.selective_iir import FORMS
+    if cfg.selective_form not in FORMS:
+        raise ValueError(f"--selective-form must be one of {FORMS}, got {cfg.selective_form!r}")
     if cfg.selective_rank < 1:
         raise ValueError(f"--selective-rank must be positive, got {cfg.selective_rank}")
     if cfg.focus_filter in HYPER_FILTERS and cfg.bin_size % cfg.oversampling != 0:

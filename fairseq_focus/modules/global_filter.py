@@ -134,12 +134,14 @@ class SelectiveIIRFilter(IIRFilter):
     projection of the filter's input at the same token, as Mamba's Δ projection (dt_rank); U starts
     at zero, so the filter starts as the static one with unit gain and learns how far to move with
     the input. Θ[t] depends on x[t] (not on later samples), so the output stays causal. The map and
-    the gain run in fp32 with autocast off (``ops/theta.py``).
+    the gain run in fp32 with autocast off (``ops/theta.py``). ``form``: the realisation of the per-token
+    filter, ``lattice`` (stable under any time variation) or ``companion`` (``ops/selective_iir.py``).
     """
 
-    def __init__(self, dim: int, num_filters: int, rank: int, theta_param: str = "stable", ring: Ring = None):
+    def __init__(self, dim: int, num_filters: int, rank: int, theta_param: str = "stable", ring: Ring = None,
+                 form: str = "lattice"):
         super().__init__("carry", 1)
-        self.theta_param, self.num_filters = theta_param, num_filters
+        self.theta_param, self.num_filters, self.form = theta_param, num_filters, form
         self.logits = nn.Parameter(initial_logits((dim, num_filters), ring))
         self.down = nn.Linear(dim, rank, bias=False)  # PyTorch's default (Kaiming-uniform) init
         self.up = nn.Linear(rank, dim * (2 * num_filters + 1), bias=False)
@@ -164,13 +166,13 @@ class SelectiveIIRFilter(IIRFilter):
     def forward(self, x: Tensor, e: Optional[Tensor], control: Optional[Tensor] = None) -> Tensor:
         """x (B, L, D) the signal filtered; control (B, L, D) what Θ and g are computed from (default x)."""
         theta, gain = self.theta_and_gain(x if control is None else control)
-        return tv_iir_filter(x.transpose(1, 2), theta, gain).transpose(1, 2)  # op on (B, D, L)
+        return tv_iir_filter(x.transpose(1, 2), theta, gain, form=self.form).transpose(1, 2)  # op on (B, D, L)
 
     def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
                        control: Optional[Tensor] = None) -> Tensor:
         theta, gain = self.theta_and_gain(x if control is None else control)
         state = self.get_cache(incremental_state).get("state")
-        y, state = tv_iir_stream(x.transpose(1, 2), theta, gain, state)
+        y, state = tv_iir_stream(x.transpose(1, 2), theta, gain, state, self.form)
         self.set_cache(incremental_state, {"state": state})
         return y.transpose(1, 2)  # (B, n, D)
 
@@ -254,7 +256,7 @@ def _build_channel_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module
                                  bin_size=cfg.bin_size, theta_param=cfg.theta_param, ring=ring,
                                  residual=cfg.focus_filter == "adaptive-residual")
     if cfg.focus_filter == "selective":
-        return SelectiveIIRFilter(dim, cfg.num_filters, cfg.selective_rank, cfg.theta_param, ring)
+        return SelectiveIIRFilter(dim, cfg.num_filters, cfg.selective_rank, cfg.theta_param, ring, cfg.selective_form)
     if cfg.focus_filter == "static":
         return StaticIIRFilter(dim, cfg.num_filters, cfg.bin_size, cfg.iir_mode, cfg.theta_param, ring)
     return EMAFilter(dim, cfg.ema_ndim)

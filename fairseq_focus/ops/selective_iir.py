@@ -19,13 +19,29 @@ Work O(L), depth C + log₂(L/C): the loop runs over the C positions of a chunk,
 B·D = 512 it took 2.3× as long for forward + backward as the stepwise form at C = 32.)
 The slow twin (:func:`tv_iir_filter_ref`) is a plain loop of :func:`~.iir.iir_step`.
 
-Stability: Θ[t] comes from ``ops/theta.py``'s maps, so every A_t has its poles inside |p| ≤ ρ < 1.
-(A product of stable time-varying matrices need not contract in general; in practice, and in the
-tests, the states stay bounded; the margin keeps every frozen-time pole off the unit circle.)
-The arithmetic runs in fp32 (fp64 stays fp64) with autocast off, like the other filters.
+Two realisations of the same frozen-time filter (``form``):
+
+* ``lattice`` (the default): the normalized lattice of Gray & Markel (1975), built from the reflection
+  coefficients k2 = θ1, k1 = θ0 / (1 + θ1) (the step-down recursion; |k| < 1 inside the triangle). Each
+  stage is a plane rotation, [f_{m−1}[t], g_m[t]] = [[c_m, −k_m], [k_m, c_m]]·[f_m[t], g_{m−1}[t−1]],
+  c_m = √(1 − k_m²), with f_2 = u, y = f_0 = g_0. The map (u, s[t−1]) -> (g_2, s[t]) is orthogonal, so
+  ‖s[t]‖² ≤ ‖s[t−1]‖² + u[t]² whatever Θ does from sample to sample: **stable under any time variation**.
+  Its frozen-time response is c1·c2 / A(z), so the input is scaled by g[t] / (c1[t]·c2[t]): with a constant
+  Θ the output is exactly the all-pole filter 1 / A(z) of the static head. State s[t] = (y[t], g_1[t]);
+  in state form A_t = [[−k1, −c1·k2], [c1, −k1·k2]], b_t = (g·x, k1·g·x / c1).
+* ``companion``: the direct form of eq. 32, A_t = [[−θ0[t], −θ1[t]], [1, 0]], state (y[t], y[t−1]). Every
+  frozen-time A_t is stable, but a product of them need not be: companion matrices are far from normal
+  (‖A‖ ≈ 2.4 near a double pole at +1), and with Θ drawn afresh at every sample an impulse response grew
+  to 1e33 over 4096 samples (logits N(0, 2²)), and to NaN around LRU's ring (poles 0.9–0.999) moved by
+  logits N(0, 1) (``tests/test_selective_iir.py`` keeps the measurement). Kept for the study rows that
+  were measured with it (docs/RESULTS.md §1b).
+
+Every frozen-time pole stays inside |p| ≤ ρ < 1 (``ops/theta.py``'s maps) in both forms. The arithmetic
+runs in fp32 (fp64 stays fp64) with autocast off, like the other filters.
 
 Glossary: x (B, D, L); theta (B, L, D, F, 2) = Θ per sample; gain (B, L, D) = g or None (g = 1);
-state (B, D, F, 2) = (y_f[t−1], y_f[t−2]) before the first sample; C = ``chunk``.
+state (B, D, F, 2) before the first sample (the form's state: see above); C = ``chunk``; k, c the
+lattice's reflection coefficients and their cosines.
 """
 from typing import Optional, Tuple
 
@@ -37,9 +53,12 @@ from .iir import iir_step
 from .precision import compute_dtype, no_autocast
 
 DEFAULT_CHUNK = 32
+FORMS = ("lattice", "companion")
 
 
-def _check(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor]) -> None:
+def _check(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor], form: str = "lattice") -> None:
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if x.dim() != 3 or theta.dim() != 5 or theta.size(-1) != 2:
         raise ValueError(f"expected x (B, D, L) and theta (B, L, D, F, 2), got {tuple(x.shape)} and {tuple(theta.shape)}")
     bsz, dim, length = x.shape
@@ -76,24 +95,40 @@ def _log_scan(a0: Tensor, a1: Tensor, u: Tensor, a10: Optional[Tensor] = None, a
     return p00, p01, p10, p11, v0, v1
 
 
-def _sequential_scan(a0: Tensor, a1: Tensor, u: Tensor):
-    """The same scan as :func:`_log_scan` for companion matrices (M_t = [[a0, a1], [1, 0]], b_t = (u, 0)),
-    step by step along the last axis (C steps, every leading axis at once): O(C) work per chunk instead of
-    O(C log C). P's second row is P[t−1]'s first row, and y[t−1] is the previous y."""
-    y0, y1 = u[..., 0], torch.zeros_like(u[..., 0])
-    p00, p01, p10, p11 = a0[..., 0], a1[..., 0], torch.ones_like(y0), torch.zeros_like(y0)
-    out = [[p00], [p01], [p10], [p11], [y0], [y1]]
-    for j in range(1, a0.size(-1)):
-        a, b = a0[..., j], a1[..., j]
-        y0, y1 = u[..., j] + a * y0 + b * y1, y0
-        p00, p01, p10, p11 = a * p00 + b * p10, a * p01 + b * p11, p00, p01
-        for seq, t in zip(out, (p00, p01, p10, p11, y0, y1)):
+def _sequential_scan(m00: Tensor, m01: Tensor, m10: Tensor, m11: Tensor, b0: Tensor, b1: Tensor):
+    """The same scan as :func:`_log_scan`, step by step along the last axis (C steps, every leading axis
+    at once): O(C) work per chunk instead of O(C log C). (..., C) each -> (p00, p01, p10, p11, v0, v1)."""
+    v0, v1 = b0[..., 0], b1[..., 0]
+    p00, p01, p10, p11 = m00[..., 0], m01[..., 0], m10[..., 0], m11[..., 0]
+    out = [[p00], [p01], [p10], [p11], [v0], [v1]]
+    for j in range(1, m00.size(-1)):
+        a, b, c, d = m00[..., j], m01[..., j], m10[..., j], m11[..., j]
+        v0, v1 = b0[..., j] + a * v0 + b * v1, b1[..., j] + c * v0 + d * v1
+        p00, p01, p10, p11 = a * p00 + b * p10, a * p01 + b * p11, c * p00 + d * p10, c * p01 + d * p11
+        for seq, t in zip(out, (p00, p01, p10, p11, v0, v1)):
             seq.append(t)
     return tuple(torch.stack(seq, dim=-1) for seq in out)
 
 
+def lattice_coefficients(theta: Tensor):
+    """Θ (..., 2) -> (k1, k2, c1, c2) (...,) each: reflection coefficients by the step-down recursion and
+    c = √((1 − k)(1 + k)) (the factored form keeps precision near |k| = 1)."""
+    k2 = theta[..., 1]
+    k1 = theta[..., 0] / (1.0 + k2)
+    return k1, k2, torch.sqrt((1.0 - k1) * (1.0 + k1)), torch.sqrt((1.0 - k2) * (1.0 + k2))
+
+
+def _transitions(theta: Tensor, u: Tensor, form: str):
+    """Θ (..., 2) and the driven input u = g·x (...) -> the entries of A_t and b_t (module docstring)."""
+    if form == "companion":
+        a0, a1 = -theta[..., 0], -theta[..., 1]
+        return a0, a1, torch.ones_like(a0), torch.zeros_like(a0), u.expand_as(a0), torch.zeros_like(a0)
+    k1, k2, c1, c2 = lattice_coefficients(theta)
+    return -k1, -c1 * k2, c1, -k1 * k2, u.expand_as(k1), k1 * u / c1
+
+
 def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state: Optional[Tensor] = None,
-                  return_state: bool = False, chunk: int = DEFAULT_CHUNK):
+                  return_state: bool = False, chunk: int = DEFAULT_CHUNK, form: str = "lattice"):
     """Filter x with a per-sample order-2 IIR bank (fast, chunked-scan path).
 
     Args:
@@ -103,11 +138,12 @@ def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state
         state: (B, D, F, 2) initial (y[−1], y[−2]) per filter, or None (zeros).
         return_state: also return the state after the last sample (B, D, F, 2).
         chunk: C, the in-chunk scan length (any positive int; the result does not depend on it).
+        form: ``lattice`` (stable under any time variation) or ``companion`` (module docstring).
 
     Returns:
         y (B, D, L) in x's dtype, or (y, final_state).
     """
-    _check(x, theta, gain, state)
+    _check(x, theta, gain, state, form)
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
     bsz, dim, length = x.shape
@@ -118,11 +154,10 @@ def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state
         c = max(1, min(chunk, length))
         pad = (-length) % c
         nchunks = (length + pad) // c
-        # padded samples come after the real ones (A = 0-row, input 0): they change nothing before them
-        a0 = F.pad(-th[..., 0], (0, pad)).view(bsz, dim, -1, nchunks, c)  # (B, D, F, N, C)
-        a1 = F.pad(-th[..., 1], (0, pad)).view(bsz, dim, -1, nchunks, c)
-        u = F.pad(u, (0, pad)).view(bsz, dim, 1, nchunks, c).expand_as(a0)
-        p00, p01, p10, p11, v0, v1 = _sequential_scan(a0, a1, u)
+        # padded samples come after the real ones (Θ = 0, input 0): they change nothing before them
+        th = F.pad(th, (0, 0, 0, pad)).reshape(bsz, dim, -1, nchunks, c, 2)  # (B, D, F, N, C, 2)
+        u = F.pad(u, (0, pad)).reshape(bsz, dim, 1, nchunks, c)
+        p00, p01, p10, p11, v0, v1 = _sequential_scan(*_transitions(th, u, form))
         # chunk-end pairs (last sample of each chunk), scanned over chunks: the state leaving chunk n
         e00, e01, e10, e11, f0, f1 = (t[..., -1] for t in (p00, p01, p10, p11, v0, v1))  # (B, D, F, N)
         if state is not None:  # fold the initial state into chunk 0's end
@@ -146,18 +181,39 @@ def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state
     return y, final.to(x.dtype)
 
 
+def lattice_step(x_t: Tensor, theta_t: Tensor, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """One sample of the normalized lattice, written as its two rotations (the module docstring's
+    stage equations, not the state matrix the scan uses). x_t (B, D) = g·x, theta_t (B, D, F, 2),
+    state (B, D, F, 2) = (y[t−1], g_1[t−1]) or None (zeros). Returns y_t (B, D) summed over F and the
+    new state."""
+    dtype = compute_dtype(x_t)
+    with no_autocast(x_t):
+        k1, k2, c1, c2 = lattice_coefficients(theta_t.to(dtype))
+        f2 = x_t.to(dtype).unsqueeze(-1) / (c1 * c2)  # the input, scaled so a constant Θ gives 1 / A(z)
+        y_prev, g1_prev = (torch.zeros_like(f2), torch.zeros_like(f2)) if state is None else \
+            (state[..., 0].to(dtype), state[..., 1].to(dtype))
+        f1 = c2 * f2 - k2 * g1_prev  # stage 2
+        f0 = c1 * f1 - k1 * y_prev  # stage 1; y = f_0 = g_0
+        g1 = k1 * f1 + c1 * y_prev
+        new_state = torch.stack([f0, g1], dim=-1)
+    return f0.sum(-1).to(x_t.dtype), new_state.to(x_t.dtype)
+
+
+STEPS = {"companion": iir_step, "lattice": lattice_step}
+
+
 def tv_iir_filter_ref(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state: Optional[Tensor] = None,
-                      return_state: bool = False, chunk: int = DEFAULT_CHUNK):
-    """Slow reference twin of :func:`tv_iir_filter` (same signature; ``chunk`` is ignored): one
-    :func:`~.iir.iir_step` per sample with that sample's Θ."""
-    _check(x, theta, gain, state)
+                      return_state: bool = False, chunk: int = DEFAULT_CHUNK, form: str = "lattice"):
+    """Slow reference twin of :func:`tv_iir_filter` (same signature; ``chunk`` is ignored): one step per
+    sample with that sample's Θ (:func:`~.iir.iir_step` for ``companion``, :func:`lattice_step`)."""
+    _check(x, theta, gain, state, form)
     dtype = compute_dtype(x)
     xd = x.to(dtype)
     if gain is not None:
         xd = xd * gain.to(dtype).transpose(1, 2)
     outputs, st = [], None if state is None else state.to(dtype)
     for t in range(x.size(-1)):
-        y_t, st = iir_step(xd[..., t], theta[:, t].to(dtype), st)
+        y_t, st = STEPS[form](xd[..., t], theta[:, t].to(dtype), st)
         outputs.append(y_t)
     if not outputs:
         y = x.clone()
@@ -166,14 +222,15 @@ def tv_iir_filter_ref(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, s
     return (y, st.to(x.dtype)) if return_state else y
 
 
-def tv_iir_stream(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    """The next n samples of a stream from the carried state: one :func:`iir_step` for n = 1 (decoding),
-    the chunked scan otherwise. Returns y (B, D, n) and the new state."""
+def tv_iir_stream(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor],
+                  form: str = "lattice") -> Tuple[Tensor, Tensor]:
+    """The next n samples of a stream from the carried state: one step for n = 1 (decoding), the chunked
+    scan otherwise. Returns y (B, D, n) and the new state."""
     if x.size(-1) == 1:
-        _check(x, theta, gain, state)
+        _check(x, theta, gain, state, form)
         x_t = x[..., 0].to(compute_dtype(x))
         if gain is not None:
             x_t = x_t * gain[:, 0].to(x_t.dtype)
-        y, state = iir_step(x_t, theta[:, 0], None if state is None else state.to(x_t.dtype))
+        y, state = STEPS[form](x_t, theta[:, 0], None if state is None else state.to(x_t.dtype))
         return y.unsqueeze(-1).to(x.dtype), state.to(x.dtype)
-    return tv_iir_filter(x, theta, gain, state, return_state=True)
+    return tv_iir_filter(x, theta, gain, state, return_state=True, form=form)
