@@ -5,9 +5,12 @@
     γ = SiLU(x_f W_γ + b_γ),  φ = sigmoid(x_f W_φ + b_φ)             eq. 11-12
     z = SiLU(x_f W_h + (γ ∘ y) U_h + b_h),  o = φ ∘ z + (1 - φ) ∘ x    eq. 13-14
     out = o + W_2 SiLU(W_1 LayerNorm(o))                             MEGA's normalized FFN
-The head: per channel, F order-2 filters whose coefficients each token chooses (u = logits + up(down(x[t]))):
-    y_f[t] = g[t] x[t] - θ0_f[t] y_f[t-1] - θ1_f[t] y_f[t-2],  x_f[t] = Σ_f y_f[t],  g[t] = 2 sigmoid(u_gain),
-    Θ = ρ² (k1 (1 + k2), k2),  k = tanh(u) (reflection coefficients),  ρ = 1 - 2⁻¹⁴: every pole |p| ≤ ρ.
+The head: per channel, F all-pole order-2 filters 1 / (1 + θ0 z⁻¹ + θ1 z⁻²) whose coefficients each token
+chooses (u = logits + up(down(x[t])), Θ = ρ² (k1 (1 + k2), k2), k = tanh(u), ρ = 1 - 2⁻¹⁴: every pole |p| ≤ ρ),
+run as a normalized lattice (two plane rotations per token, stable however Θ moves; Gray & Markel 1975):
+    κ2 = θ2, κ1 = θ1 / (1 + θ2), c = √(1 - κ²),  f2 = g[t] x[t] / (c1 c2),  g[t] = 2 sigmoid(u_gain),
+    f1 = c2 f2 - κ2 b1[t-1],  y[t] = c1 f1 - κ1 y[t-1],  b1[t] = κ1 f1 + c1 y[t-1],  x_f[t] = Σ_f y_f[t]
+(θ1, θ2 are θ0, θ1 above.) With a constant Θ this is exactly the static filter 1 / A(z).
 
 ``forward(x)`` (B, L, D) runs the recursion as a parallel scan, ``step(x_t, state)`` one token at a time.
 Parameter names and shapes are fairseq_focus's ``FocusBlock`` ones (``--focus-filter selective --iir-mode carry
@@ -56,20 +59,26 @@ class SelectiveIIR(nn.Module):
         delta, gain = self.up(self.down(x)).split([dim * 2 * self.num_filters, dim], dim=-1)
         return stable_theta(self.logits + delta.unflatten(-1, (dim, self.num_filters, 2))), 2.0 * torch.sigmoid(gain)
 
-    def forward(self, x):
+    def lattice(self, x):
+        """x (..., D) -> κ1, κ2, c1, c2 (..., D, F) and the rotated-in input f2 (..., D, F)."""
         theta, gain = self.coefficients(x)
-        t0, t1 = theta.transpose(0, 1).unbind(-1)  # (L, B, D, F), time first
-        one, zero = torch.ones_like(t0), torch.zeros_like(t0)
-        a = torch.stack([-t0, -t1, one, zero], -1).unflatten(-1, (2, 2))  # companion matrices [[-θ0, -θ1], [1, 0]]
-        u = (gain * x).transpose(0, 1).unsqueeze(-1).expand_as(t0)  # g[t] x[t] drives every filter
-        s = linear_scan(a, torch.stack([u, zero], -1).unsqueeze(-1))  # s[t] = (y_f[t], y_f[t-1])
+        k2 = theta[..., 1]
+        k1 = theta[..., 0] / (1.0 + k2)
+        c1, c2 = torch.sqrt((1.0 - k1) * (1.0 + k1)), torch.sqrt((1.0 - k2) * (1.0 + k2))
+        return k1, k2, c1, c2, (gain * x).unsqueeze(-1) / (c1 * c2)
+
+    def forward(self, x):
+        k1, k2, c1, c2, f2 = (t.transpose(0, 1) for t in self.lattice(x))  # (L, B, D, F), time first
+        a = torch.stack([-k1, -c1 * k2, c1, -k1 * k2], -1).unflatten(-1, (2, 2))  # the two rotations as one 2×2 map
+        s = linear_scan(a, torch.stack([c1 * c2 * f2, k1 * c2 * f2], -1).unsqueeze(-1))  # s[t] = (y_f[t], b1_f[t])
         return s[..., 0, 0].sum(-1).transpose(0, 1)  # (B, L, D)
 
     def step(self, x_t, state):
-        """x_t (B, D), state (B, D, F, 2) = (y_f[t-1], y_f[t-2]) -> x_f[t] (B, D) and the next state."""
-        theta, gain = self.coefficients(x_t)
-        y = (gain * x_t).unsqueeze(-1) - theta[..., 0] * state[..., 0] - theta[..., 1] * state[..., 1]
-        return y.sum(-1), torch.stack([y, state[..., 0]], dim=-1)
+        """x_t (B, D), state (B, D, F, 2) = (y_f[t-1], b1_f[t-1]) -> x_f[t] (B, D) and the next state."""
+        k1, k2, c1, c2, f2 = self.lattice(x_t)
+        f1 = c2 * f2 - k2 * state[..., 1]
+        y = c1 * f1 - k1 * state[..., 0]
+        return y.sum(-1), torch.stack([y, k1 * f1 + c1 * state[..., 0]], dim=-1)
 
 
 class FocusAttention(nn.Module):
