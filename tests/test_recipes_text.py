@@ -53,7 +53,7 @@ def trained(tmp_path_factory):
     save_dir = root / "ckpt"
     log = run(["bash", str(RECIPES / "text" / "train.sh")], cwd=root,
               env={**TRAIN_ENV, "DATA_BIN": str(data_bin), "SAVE_DIR": str(save_dir)}).stdout
-    assert "filter=adaptive" in log and "num_updates: 4 >= max_update: 4" in log
+    assert "filter=selective" in log and "num_updates: 4 >= max_update: 4" in log
     return text_dir, data_bin, save_dir
 
 
