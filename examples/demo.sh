@@ -90,7 +90,9 @@ xz_both=$(cat "$WORK/raw/train.raw" "$WORK/raw/test.raw" | xz -9e -c | wc -c)
 
 echo "== 6/6 a sample from focus_lm"
 sample=$(python - "$WORK" "$SAMPLE_BYTES" <<'PY'
+import logging
 import sys
+logging.disable(logging.INFO)  # the loader's INFO lines would fall between the table and the sample
 from fairseq_focus.inference.hub import FocusLMHub
 work, n = sys.argv[1], int(sys.argv[2])
 lm = FocusLMHub.from_pretrained(f"{work}/focus_lm/checkpoints", "checkpoint_best.pt", f"{work}/data-bin")
