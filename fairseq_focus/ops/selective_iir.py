@@ -17,7 +17,8 @@ P[t] = A_t…A_{chunk start} (:func:`_sequential_scan`); a Hillis–Steele scan 
 Work O(L), depth C + log₂(L/C): the loop runs over the C positions of a chunk, never over the sequence.
 (A Hillis–Steele scan inside the chunks too does O(L log C) work; on one CPU thread at L = 1024,
 B·D = 512 it took 2.3× as long for forward + backward as the stepwise form at C = 32.)
-The slow twin (:func:`tv_iir_filter_ref`) is a plain loop of :func:`~.iir.iir_step`.
+The slow twin (:func:`tv_iir_filter_ref`) is a plain loop, one step per sample (:func:`~.iir.iir_step`
+or :func:`lattice_step`, which writes the lattice as its two rotations rather than as a matrix).
 
 Two realisations of the same frozen-time filter (``form``):
 
