@@ -1,4 +1,4 @@
-"""The global filter in front of the attention: x (B, L, D) -> x_f (B, L, D), three variants.
+"""The global filter in front of the attention: x (B, L, D) -> x_f (B, L, D), its variants.
 
 * :class:`AdaptiveIIRFilter` (Focus): Θ from the hypernetwork, per bin (paper eq. 1-8).
   ``adaptive-residual``: the same with learned per-channel logits added to the hypernetwork's
@@ -138,6 +138,8 @@ class SelectiveIIRFilter(IIRFilter):
     filter, ``lattice`` (stable under any time variation) or ``companion`` (``ops/selective_iir.py``).
     """
 
+    takes_control = True  # a ProductFilter hands it the block input as ``control`` (what selects), kv as x
+
     def __init__(self, dim: int, num_filters: int, rank: int, theta_param: str = "stable", ring: Ring = None,
                  form: str = "lattice"):
         super().__init__("carry", 1)
@@ -157,8 +159,6 @@ class SelectiveIIRFilter(IIRFilter):
             theta = theta_from_logits(self.logits.to(m.dtype) + delta, self.theta_param)
             gain = 2.0 * torch.sigmoid(m[..., dim * 2 * self.num_filters:])
         return theta, gain
-
-    takes_control = True  # a ProductFilter hands it the block input as ``control`` (what selects), kv as x
 
     def theta(self, x: Tensor, e: Optional[Tensor], control: Optional[Tensor] = None) -> Tensor:
         return self.theta_and_gain(x if control is None else control)[0]
