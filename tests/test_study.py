@@ -97,3 +97,21 @@ def test_recall_grid_fails_when_a_run_fails(tmp_path):
 def test_recall_collect_refuses_an_empty_directory(tmp_path):
     proc = run([STUDY / "recall_collect.py", tmp_path], check=False)
     assert proc.returncode != 0 and "no train.log" in proc.stderr
+
+
+def test_stdlib_corpus_is_held_out_from_the_demo_and_has_no_codec_tables(tmp_path):
+    """--corpus stdlib: 1,000,000 bytes that follow the demo's 3,000,000 in the same path-ordered stream,
+    without encodings/ (whose codec tables filled that slice); the demo's bytes are unchanged by the skip."""
+    sys.path.insert(0, str(STUDY))
+    try:
+        import run as study_run
+    finally:
+        sys.path.remove(str(STUDY))
+    from fairseq_focus.data.byte_corpus import SKIPPED, stdlib_source
+    data, info = study_run.corpus_bytes("stdlib")
+    assert len(data) == 1_000_000 == info["bytes"] and "encodings/" in info["source"]
+    full = stdlib_source(4_000_000, SKIPPED + study_run.STDLIB_SKIP)
+    assert full[:3_000_000] == stdlib_source(3_000_000) and full[3_000_000:] == data
+    assert b"ARABIC LETTER" not in data  # the cp864 codec table's comments, which the plain stream has here
+    proc = run([STUDY / "run.py", "prepare", "--work", tmp_path / "w", "--corpus", "nope"], check=False)
+    assert proc.returncode != 0 and "invalid choice" in proc.stderr and not (tmp_path / "w").exists()
