@@ -71,19 +71,15 @@ def _check(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Ten
         raise ValueError(f"state {tuple(state.shape)} must be (B, D, F, 2) = {(bsz, dim, theta.size(3), 2)}")
 
 
-def _log_scan(a0: Tensor, a1: Tensor, u: Tensor, a10: Optional[Tensor] = None, a11: Optional[Tensor] = None,
-                u1: Optional[Tensor] = None):
+def _log_scan(m00: Tensor, m01: Tensor, b0: Tensor, m10: Tensor, m11: Tensor, b1: Tensor):
     """Inclusive scan of s[t] = M_t s[t−1] + b_t (s[−1] = 0) along the last axis, all leading axes at once.
 
-    M_t = [[a0, a1], [a10, a11]] (default: the companion rows [1, 0]) and b_t = (u, u1) (default u1 = 0),
-    (..., C) each. Returns (p00, p01, p10, p11, v0, v1): the products M_t…M_0 and the states s[t].
-    Shifting by ``step`` pads with the identity pair (I, 0), so every position combines uniformly.
+    M_t = [[m00, m01], [m10, m11]], b_t = (b0, b1), (..., N) each. Returns (p00, p01, p10, p11, v0, v1): the
+    products M_t…M_0 and the states s[t]. Shifting by ``step`` pads with the identity pair (I, 0), so
+    every position combines uniformly.
     """
-    p00, p01 = a0, a1
-    p10 = torch.ones_like(a0) if a10 is None else a10
-    p11 = torch.zeros_like(a0) if a11 is None else a11
-    v0, v1 = u, torch.zeros_like(u) if u1 is None else u1
-    step, n = 1, a0.size(-1)
+    p00, p01, p10, p11, v0, v1 = m00, m01, m10, m11, b0, b1
+    step, n = 1, m00.size(-1)
     while step < n:
         def back(t: Tensor, fill: float) -> Tensor:  # entry t − step, the identity's beyond the start
             return F.pad(t[..., :-step], (step, 0), value=fill)
