@@ -9,11 +9,16 @@ import torch
 from fairseq_focus.modules.config import FocusStackConfig
 from fairseq_focus.modules.focus_stack import FocusStack
 from fairseq_focus.modules.global_filter import SelectiveIIRFilter, StaticIIRFilter
-from fairseq_focus.ops.selective_iir import FORMS, lattice_coefficients, tv_iir_filter, tv_iir_filter_ref, tv_iir_stream
+from fairseq_focus.ops.selective_fused import kernel_for
+from fairseq_focus.ops.selective_iir import (FORMS, lattice_coefficients, tv_iir_filter, tv_iir_filter_ref,
+                                             tv_iir_filter_scan, tv_iir_stream)
 from fairseq_focus.ops.theta import MAX_RADIUS, poles, theta_from_logits
 from helpers import stir
 
 SIZES = [(1, 1, 1, 1), (2, 3, 2, 37), (1, 2, 1, 64), (3, 4, 3, 100)]  # B, D, F, L
+# the two fast paths: tv_iir_filter takes the fused kernel (ops/selective_fused.py) on this CPU, the chunked
+# torch scan is its second twin; both are tied to the numpy oracle and to the loop twin below
+FAST = {"fused": tv_iir_filter, "scan": tv_iir_filter_scan}
 
 
 def inputs(size, seed, dtype=torch.float64, scale=2.0):
@@ -53,12 +58,21 @@ def oracle(x, theta, gain, state, form):
     return y
 
 
+def test_the_compiled_cpu_kernel_is_built_and_taken():
+    """`make setup` builds csrc/selective_scan_cpu.cpp (setup.py): without it every test here would tie the
+    scan to itself, and users would get the slow path."""
+    from fairseq_focus.ops import selective_fused
+    assert selective_fused._selective_cpu is not None, "fairseq_focus._selective_cpu was not built (pip install -e .)"
+    assert kernel_for(torch.device("cpu")) is selective_fused._selective_cpu
+
+
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("chunk", [1, 4, 16, 1000])
-def test_scan_equals_oracle_and_loop_twin(size, chunk, form):
+def test_fast_paths_equal_oracle_and_loop_twin(size, chunk, form, impl):
     x, theta, gain, state = inputs(size, seed=sum(size) + chunk, scale=2.0 if form == "lattice" else 1.0)
-    y, final = tv_iir_filter(x, theta, gain, state, return_state=True, chunk=chunk, form=form)
+    y, final = FAST[impl](x, theta, gain, state, return_state=True, chunk=chunk, form=form)
     y_ref, final_ref = tv_iir_filter_ref(x, theta, gain, state, return_state=True, form=form)
     np.testing.assert_allclose(y.numpy(), oracle(x, theta, gain, state, form), rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
@@ -100,8 +114,9 @@ def test_the_lattice_is_stable_under_any_time_variation_and_the_companion_form_i
     assert float(blown.abs().max()) > 1e6  # 1.3e14 here; 9e33 at L = 4096, D = 256 in the module docstring
 
 
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("form", FORMS)
-def test_gradients_match_the_loop_twin(form):
+def test_gradients_match_the_loop_twin(form, impl):
     x, theta_logits, gain, state = inputs((2, 2, 2, 29), seed=3)
     logits = 2.0 * torch.randn(2, 29, 2, 2, 2, dtype=torch.float64)
     leaves = [t.clone().requires_grad_() for t in (x, logits, gain, state)]
@@ -110,12 +125,38 @@ def test_gradients_match_the_loop_twin(form):
     def loss(fn, x_, lg, g_, s_):
         y, fin = fn(x_, theta_from_logits(lg, "stable"), g_, s_, return_state=True, chunk=8, form=form)
         return (y * w[..., :y.size(-1)]).sum() + fin.pow(2).sum()
-    fast = torch.autograd.grad(loss(tv_iir_filter, *leaves), leaves)
+    fast = torch.autograd.grad(loss(FAST[impl], *leaves), leaves)
     ref = torch.autograd.grad(loss(tv_iir_filter_ref, *leaves), leaves)
     for a, b in zip(fast, ref):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
-    assert torch.autograd.gradcheck(lambda *t: loss(tv_iir_filter, *t), [t.detach().requires_grad_() for t in
-                                                                          (x[..., :9], logits[:, :9], gain[:, :9], state)])
+    assert torch.autograd.gradcheck(lambda *t: loss(FAST[impl], *t), [t.detach().requires_grad_() for t in
+                                                                       (x[..., :9], logits[:, :9], gain[:, :9], state)])
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_fused_kernel_in_fp32_matches_the_fp64_twin_at_length(form):
+    """fp32 at L = 3000 (many checkpoint chunks, the recomputed states in the backward): values and
+    gradients within fp32 rounding of the fp64 loop twin."""
+    x, theta, gain, state = inputs((1, 8, 1, 3000), seed=4, scale=1.0)
+    w = torch.randn(1, 8, 3000, dtype=torch.float64)
+    grads = []
+    for dtype, fn in ((torch.float32, tv_iir_filter), (torch.float64, tv_iir_filter_ref)):
+        leaves = [t.to(dtype).requires_grad_() for t in (x, theta, gain, state)]
+        y, fin = fn(*leaves, return_state=True, form=form)
+        grads.append([y, fin, *torch.autograd.grad((y * w.to(dtype)).sum() + fin.sum(), leaves)])
+    for a, b in zip(*grads):
+        scale = float(b.abs().max())
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=2e-4 * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("fn", [tv_iir_filter, tv_iir_filter_scan, tv_iir_filter_ref])
+def test_zero_length_input_gives_empty_output_and_the_state_back(fn):
+    x, theta, gain, state = inputs((2, 3, 2, 0), seed=1)
+    y, final = fn(x, theta, gain, state, return_state=True)
+    assert y.shape == (2, 3, 0)
+    torch.testing.assert_close(final, state)
+    y, final = fn(x, theta, gain, None, return_state=True)
+    assert torch.count_nonzero(final) == 0 and final.shape == (2, 3, 2, 2)
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -52,12 +52,16 @@ from torch import Tensor
 
 from .iir import iir_step
 from .precision import compute_dtype, no_autocast
+from .selective_fused import TVIIRScan, kernel_for
 
 DEFAULT_CHUNK = 32
 FORMS = ("lattice", "companion")
 
 
-def _check(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor], form: str = "lattice") -> None:
+def _check(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor], form: str = "lattice",
+           chunk: int = DEFAULT_CHUNK) -> None:
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     if x.dim() != 3 or theta.dim() != 5 or theta.size(-1) != 2:
@@ -94,13 +98,15 @@ def _log_scan(m00: Tensor, m01: Tensor, b0: Tensor, m10: Tensor, m11: Tensor, b1
 
 def _sequential_scan(m00: Tensor, m01: Tensor, m10: Tensor, m11: Tensor, b0: Tensor, b1: Tensor):
     """The same scan as :func:`_log_scan`, step by step along the last axis (C steps, every leading axis
-    at once): O(C) work per chunk instead of O(C log C). (..., C) each -> (p00, p01, p10, p11, v0, v1)."""
-    v0, v1 = b0[..., 0], b1[..., 0]
-    p00, p01, p10, p11 = m00[..., 0], m01[..., 0], m10[..., 0], m11[..., 0]
+    at once): O(C) work per chunk instead of O(C log C). (..., C) each -> (p00, p01, p10, p11, v0, v1).
+    The steps come from ``unbind`` (one call, whose backward is one stack), not one index per step, whose
+    backward would zero-fill a full-size gradient each."""
+    steps = zip(*(t.unbind(-1) for t in (m00, m01, m10, m11, b0, b1)))
+    a, b, c, d, v0, v1 = next(steps)
+    p00, p01, p10, p11 = a, b, c, d
     out = [[p00], [p01], [p10], [p11], [v0], [v1]]
-    for j in range(1, m00.size(-1)):
-        a, b, c, d = m00[..., j], m01[..., j], m10[..., j], m11[..., j]
-        v0, v1 = b0[..., j] + a * v0 + b * v1, b1[..., j] + c * v0 + d * v1
+    for a, b, c, d, e0, e1 in steps:
+        v0, v1 = e0 + a * v0 + b * v1, e1 + c * v0 + d * v1
         p00, p01, p10, p11 = a * p00 + b * p10, a * p01 + b * p11, c * p00 + d * p10, c * p01 + d * p11
         for seq, t in zip(out, (p00, p01, p10, p11, v0, v1)):
             seq.append(t)
@@ -126,48 +132,56 @@ def _transitions(theta: Tensor, u: Tensor, form: str):
 
 def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state: Optional[Tensor] = None,
                   return_state: bool = False, chunk: int = DEFAULT_CHUNK, form: str = "lattice"):
-    """Filter x with a per-sample order-2 IIR bank (fast, chunked-scan path).
+    """Filter x with a per-sample order-2 IIR bank: the fused kernel where one is at hand (``ops/selective_fused.py``:
+    one call forward, one backward, whatever L), else :func:`tv_iir_filter_scan`. Same values either way.
 
     Args:
         x: (B, D, L) real input.
         theta: (B, L, D, F, 2) coefficients, one Θ per sample, inside the stability triangle.
         gain: (B, L, D) input gain g[t] or None (1).
-        state: (B, D, F, 2) initial (y[−1], y[−2]) per filter, or None (zeros).
+        state: (B, D, F, 2) initial state per filter (the form's: module docstring), or None (zeros).
         return_state: also return the state after the last sample (B, D, F, 2).
-        chunk: C, the in-chunk scan length (any positive int; the result does not depend on it).
+        chunk: the scan's in-chunk length, or the fused kernel's checkpoint interval (any positive int; the
+            result does not depend on it).
         form: ``lattice`` (stable under any time variation) or ``companion`` (module docstring).
 
     Returns:
         y (B, D, L) in x's dtype, or (y, final_state).
     """
-    _check(x, theta, gain, state, form)
-    if chunk < 1:
-        raise ValueError(f"chunk must be positive, got {chunk}")
+    _check(x, theta, gain, state, form, chunk)
+    if kernel_for(x.device) is None:
+        return tv_iir_filter_scan(x, theta, gain, state, return_state, chunk, form)
     bsz, dim, length = x.shape
     dtype = compute_dtype(x)
     with no_autocast(x):
+        u = x.transpose(1, 2).to(dtype)  # (B, L, D): the kernel's layout (a view when x came from (B, L, D))
+        u = (u if gain is None else u * gain.to(dtype)).contiguous()
+        s0 = x.new_zeros(bsz, dim, theta.size(3), 2, dtype=dtype) if state is None else state.to(dtype).contiguous()
+        y, final = TVIIRScan.apply(theta.to(dtype).contiguous(), u, s0, form == "lattice", chunk)
+        y = y.transpose(1, 2).to(x.dtype)  # (B, D, L)
+    return (y, final.to(x.dtype)) if return_state else y
+
+
+def tv_iir_filter_scan(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state: Optional[Tensor] = None,
+                       return_state: bool = False, chunk: int = DEFAULT_CHUNK, form: str = "lattice"):
+    """The chunked scan in torch ops (module docstring), differentiated by autograd: the path where no fused
+    kernel is at hand, and the fast kernels' second twin. Same signature as :func:`tv_iir_filter`."""
+    _check(x, theta, gain, state, form, chunk)
+    bsz, dim, length = x.shape
+    if length == 0:
+        return _empty(x, theta, state, return_state)
+    dtype = compute_dtype(x)
+    with no_autocast(x):
         u = x.to(dtype) if gain is None else x.to(dtype) * gain.to(dtype).transpose(1, 2)  # (B, D, L)
-        th = theta.to(dtype).permute(0, 2, 3, 1, 4)  # (B, D, F, L, 2)
         c = max(1, min(chunk, length))
         pad = (-length) % c
         nchunks = (length + pad) // c
         # padded samples come after the real ones (Θ = 0, input 0): they change nothing before them
-        th = F.pad(th, (0, 0, 0, pad)).reshape(bsz, dim, -1, nchunks, c, 2)  # (B, D, F, N, C, 2)
-        u = F.pad(u, (0, pad)).reshape(bsz, dim, 1, nchunks, c)
+        th = F.pad(theta.to(dtype).permute(0, 2, 3, 1, 4), (0, 0, 0, pad))  # (B, D, F, L + pad, 2)
+        th = th.reshape(bsz, dim, -1, nchunks, c, 2)  # (B, D, F, N, C, 2)
+        u = F.pad(u, (0, pad)).reshape(bsz, dim, 1, nchunks, c)  # (B, D, 1, N, C)
         p00, p01, p10, p11, v0, v1 = _sequential_scan(*_transitions(th, u, form))
-        # chunk-end pairs (last sample of each chunk), scanned over chunks: the state leaving chunk n
-        e00, e01, e10, e11, f0, f1 = (t[..., -1] for t in (p00, p01, p10, p11, v0, v1))  # (B, D, F, N)
-        if state is not None:  # fold the initial state into chunk 0's end
-            s_in = state.to(dtype)
-            g0 = f0[..., 0] + e00[..., 0] * s_in[..., 0] + e01[..., 0] * s_in[..., 1]
-            g1 = f1[..., 0] + e10[..., 0] * s_in[..., 0] + e11[..., 0] * s_in[..., 1]
-            f0 = torch.cat([g0.unsqueeze(-1), f0[..., 1:]], -1)
-            f1 = torch.cat([g1.unsqueeze(-1), f1[..., 1:]], -1)
-        leaving0, leaving1 = _log_scan(e00, e01, f0, e10, e11, f1)[4:]  # (B, D, F, N)
-        entering = torch.stack([F.pad(leaving0[..., :-1], (1, 0)), F.pad(leaving1[..., :-1], (1, 0))], -1)
-        if state is not None:
-            entering = torch.cat([state.to(dtype).unsqueeze(-2), entering[..., 1:, :]], dim=-2)
-        s0, s1 = entering[..., 0:1], entering[..., 1:2]  # (B, D, F, N, 1)
+        s0, s1 = _entering_states(p00, p01, p10, p11, v0, v1, None if state is None else state.to(dtype))
         y_f = v0 + p00 * s0 + p01 * s1  # (B, D, F, N, C)
         y = y_f.sum(2).reshape(bsz, dim, -1)[..., :length].to(x.dtype)
         if not return_state:
@@ -176,6 +190,31 @@ def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state
         flat = lambda t: t.reshape(bsz, dim, t.size(2), -1)[..., length - 1]  # noqa: E731  (B, D, F)
         final = torch.stack([flat(y_f), flat(y_prev)], dim=-1)
     return y, final.to(x.dtype)
+
+
+def _entering_states(p00: Tensor, p01: Tensor, p10: Tensor, p11: Tensor, v0: Tensor, v1: Tensor,
+                     state: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The state entering each chunk, (B, D, F, N, 1) per component, from the in-chunk products and zero-start
+    states (B, D, F, N, C): a Hillis–Steele scan over the chunks' end pairs, the initial state folded in."""
+    e00, e01, e10, e11, f0, f1 = (t[..., -1] for t in (p00, p01, p10, p11, v0, v1))  # (B, D, F, N)
+    if state is not None:  # fold the initial state into chunk 0's end
+        g0 = f0[..., 0] + e00[..., 0] * state[..., 0] + e01[..., 0] * state[..., 1]
+        g1 = f1[..., 0] + e10[..., 0] * state[..., 0] + e11[..., 0] * state[..., 1]
+        f0 = torch.cat([g0.unsqueeze(-1), f0[..., 1:]], -1)
+        f1 = torch.cat([g1.unsqueeze(-1), f1[..., 1:]], -1)
+    leaving0, leaving1 = _log_scan(e00, e01, f0, e10, e11, f1)[4:]  # (B, D, F, N)
+    entering = torch.stack([F.pad(leaving0[..., :-1], (1, 0)), F.pad(leaving1[..., :-1], (1, 0))], -1)
+    if state is not None:
+        entering = torch.cat([state.unsqueeze(-2), entering[..., 1:, :]], dim=-2)  # (B, D, F, N, 2)
+    return entering[..., 0:1], entering[..., 1:2]
+
+
+def _empty(x: Tensor, theta: Tensor, state: Optional[Tensor], return_state: bool):
+    """The result for L = 0: an empty output and the state unchanged (zeros for none)."""
+    y = x.new_zeros(x.shape)
+    if not return_state:
+        return y
+    return y, x.new_zeros(x.size(0), x.size(1), theta.size(3), 2) if state is None else state.to(x.dtype)
 
 
 def lattice_step(x_t: Tensor, theta_t: Tensor, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -213,8 +252,7 @@ def tv_iir_filter_ref(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, s
         y_t, st = STEPS[form](xd[..., t], theta[:, t].to(dtype), st)
         outputs.append(y_t)
     if not outputs:
-        y = x.clone()
-        return (y, state) if return_state else y
+        return _empty(x, theta, state, return_state)
     y = torch.stack(outputs, dim=-1).to(x.dtype)
     return (y, st.to(x.dtype)) if return_state else y
 
