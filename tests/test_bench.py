@@ -21,7 +21,8 @@ def test_bench_runs_and_writes_json_and_png(tmp_path):
     assert set(rows) == {"focus-adaptive-causal", "focus-static-carry", "mega-ema", "fairseq-layer", "plain-attention"}
     for row in rows.values():
         assert row["seconds"] > 0 and row["tokens_per_s"] > 0 and "time_ratio_fairseq" in row
-    assert rows["fairseq-layer"]["time_ratio_fairseq"] == 1.0
+        assert 0 < row["calls"] < row["calls_all"] and "time_ratio_mega" in row
+    assert rows["fairseq-layer"]["time_ratio_fairseq"] == 1.0 and rows["mega-ema"]["memory_ratio_mega"] == 1.0
     steps = {(s["model"], s["checkpoint"]) for s in result["model_steps"]}
     assert steps == {(m, c) for m in ("focus_lm", "transformer_lm") for c in (False, True)}
     assert all(s["tokens_per_s"] > 0 and s["params"] > 0 and s["peak_bytes"] >= 0 for s in result["model_steps"])

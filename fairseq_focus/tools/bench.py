@@ -4,7 +4,8 @@
     python -m fairseq_focus.tools.bench --device cuda --out bench-out   # the same on a GPU
 
 Times forward + backward of one layer at the same model dimension for every L and reports the median
-over repeats, peak memory, tokens/s, and each as a ratio to attention *measured in the same run*:
+over repeats, peak memory, tokens/s, the operator calls of one pass (``tools/op_calls.py``: on a GPU each is
+a kernel launch), and each as a ratio to attention and to MEGA's EMA layer *measured in the same run*:
 
 * ``focus-<filter>-<mode>``: a Focus block (filter + chunked attention + gates + NFFN);
 * ``mega-ema``: the same block with MEGA's multi-head EMA as its filter;
@@ -44,6 +45,8 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .op_calls import count_calls
 
 FOCUS_LAYERS = [f"focus-{f}-{m}" for f in ("adaptive", "static") for m in ("causal", "carry", "paper")] + ["focus-selective-carry"]
 LAYERS = FOCUS_LAYERS + ["mega-ema", "fairseq-layer", "plain-attention"]
@@ -171,8 +174,9 @@ def measure(name: str, length: int, args) -> Dict:
 
     times, peak = timed_repeats(reset, step, device, args.repeats)
     median = statistics.median(times)
+    calls_all, calls = count_calls(lambda: (reset(), step()))  # one more pass, under the profiler, untimed
     return {"layer": name, "length": length, "seconds": median, "times": times,
-            "tokens_per_s": args.batch * length / median, "peak_bytes": peak}
+            "tokens_per_s": args.batch * length / median, "peak_bytes": peak, "calls": calls, "calls_all": calls_all}
 
 
 def build_lm_decoder(kind: str, length: int, checkpoint: bool, dictionary, args) -> nn.Module:
@@ -235,12 +239,12 @@ def run_child(job: Dict, args) -> Optional[Dict]:
 
 
 def add_ratios(rows: List[Dict]) -> None:
-    """Ratios to the fairseq layer (time, memory, tokens/s) and to plain attention (memory)."""
+    """Ratios (time, memory) to the fairseq layer, MEGA's EMA layer and plain attention, same L, same run."""
     by_key = {(r["layer"], r["length"]): r for r in rows if "seconds" in r}
     for r in rows:
         if "seconds" not in r:
             continue
-        for ref_name, tag in ((BASELINE, "fairseq"), ("plain-attention", "plain")):
+        for ref_name, tag in ((BASELINE, "fairseq"), ("mega-ema", "mega"), ("plain-attention", "plain")):
             ref = by_key.get((ref_name, r["length"]))
             if ref is not None:
                 r[f"time_ratio_{tag}"] = r["seconds"] / ref["seconds"]
@@ -248,15 +252,17 @@ def add_ratios(rows: List[Dict]) -> None:
 
 
 def table(rows: List[Dict]) -> str:
-    out = ["| layer | L | ms (median) | tokens/s | peak MiB | time ÷ fairseq | mem ÷ fairseq | mem ÷ plain attn |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| layer | L | ms (median) | tokens/s | peak MiB | compute calls | time ÷ fairseq | mem ÷ fairseq | "
+           "time ÷ mega-ema | mem ÷ mega-ema | mem ÷ plain attn |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "seconds" not in r:
-            out.append(f"| {r['layer']} | {r['length']} | {r.get('skipped') or 'error: ' + r.get('error', '?')} | | | | | |")
+            out.append(f"| {r['layer']} | {r['length']} | {r.get('skipped') or 'error: ' + r.get('error', '?')} "
+                       f"| | | | | | | | |")
             continue
         fmt = lambda k: f"×{r[k]:.2f}" if k in r else "—"  # noqa: E731
         out.append(f"| {r['layer']} | {r['length']} | {1e3 * r['seconds']:.1f} | {r['tokens_per_s']:.0f} | "
-                   f"{r['peak_bytes'] / 2**20:.0f} | {fmt('time_ratio_fairseq')} | {fmt('memory_ratio_fairseq')} | "
+                   f"{r['peak_bytes'] / 2**20:.0f} | {r.get('calls', '—')} | {fmt('time_ratio_fairseq')} | "
+                   f"{fmt('memory_ratio_fairseq')} | {fmt('time_ratio_mega')} | {fmt('memory_ratio_mega')} | "
                    f"{fmt('memory_ratio_plain')} |")
     return "\n".join(out)
 
