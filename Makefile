@@ -25,7 +25,7 @@ define install_into
 	$(1)/bin/python -m pip install -q -c $(2) torch
 	$(1)/bin/python -m pip install -q -c $(2) setuptools wheel cython numpy
 	$(1)/bin/python -m pip install -q -c $(2) --no-build-isolation fairseq-fixed
-	$(1)/bin/python -m pip install -q -c $(2) tensorboard sentencepiece scipy matplotlib pytest scikit-learn
+	$(1)/bin/python -m pip install -q -c $(2) tensorboard sentencepiece scipy matplotlib pytest scikit-learn triton
 endef
 
 $(STAMP): setup.py $(LOCK)

@@ -1,0 +1,153 @@
+"""ops/selective_triton.py (the Triton kernels of the fused per-token IIR scan), run on CPU by Triton's
+interpreter, against ops/selective_iir.py's loop twin tv_iir_filter_ref: values, final state, the
+checkpoints, and the gradients of the twin's torch autograd (θ, u, state0, with a nonzero ∂final), both
+forms, F = 1 and 3, lengths that leave the last chunk partial, and L = 0. Skipped without triton."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fairseq_focus.ops.selective_iir import FORMS, tv_iir_filter_ref
+from fairseq_focus.ops.theta import theta_from_logits
+
+# Choosing the interpreter. TRITON_INTERPRET must be set before triton is imported, and stay set: it is
+# read (through triton.knobs, uncached) whenever @triton.jit decorates a function, and triton decorates
+# its own library (tl.sum, tl.cdiv, …) when it is imported; an interpreted kernel cannot call a compiled
+# tl.sum ("Cannot call @triton.jit'd outside of the scope of a kernel"), and the first launch reads it
+# again (triton.experimental.gluon asserts the two agree). So it is a choice for the whole process, and
+# an interpreted triton cannot compile GPU kernels. Hence: run here when this process chose the
+# interpreter (triton imported with it, or TRITON_INTERPRET=1 from the start), or when triton is not
+# imported yet and there is no GPU (set it now, before the import); otherwise (triton already imported
+# for compiling, or a GPU whose tests need compiled kernels) rerun this file in a fresh process.
+_triton = sys.modules.get("triton")
+if _triton is not None:
+    HERE = type(_triton.language.standard.sum).__name__ == "InterpretedFunction"
+else:
+    HERE = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
+if HERE:
+    os.environ["TRITON_INTERPRET"] = "1"  # before the import below
+triton = pytest.importorskip("triton")
+from fairseq_focus.ops import selective_triton as st  # noqa: E402  (after the interpreter is chosen)
+
+
+@pytest.fixture(autouse=True)
+def _in_the_interpreter_process(request):
+    if not HERE and request.node.originalname != "test_in_a_fresh_interpreter_process":
+        pytest.skip("triton is compiling in this process: run by test_in_a_fresh_interpreter_process")
+
+
+def test_in_a_fresh_interpreter_process():
+    if HERE:
+        pytest.skip("this process runs the interpreter: the tests run here")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    run = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert re.search(r"\b\d+ passed, 1 skipped in\b", run.stdout), run.stdout[-3000:]  # only this test skips there
+
+
+CHUNK = 8
+
+
+def inputs(b, n, d, f, form, seed, dtype=torch.float64):
+    """θ (inside the stability triangle, as tests/test_selective_iir.py draws it), u, state0, ∂y, ∂final."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+    theta = theta_from_logits((2.0 if form == "lattice" else 1.0) * draw(b, n, d, f, 2), "stable")
+    return [t.to(dtype) for t in (theta, draw(b, n, d), draw(b, d, f, 2), draw(b, n, d), draw(b, d, f, 2))]
+
+
+def reference(theta, u, state0, dy, dfinal, form):
+    """y (B, L, D), final and (∂θ, ∂u, ∂state0) of tv_iir_filter_ref by autograd (x = u, no gain)."""
+    leaves = [t.clone().requires_grad_() for t in (theta, u, state0)]
+    y, final = tv_iir_filter_ref(leaves[1].transpose(1, 2), leaves[0], None, leaves[2], return_state=True,
+                                 form=form)
+    loss = (y.transpose(1, 2) * dy).sum() + (final * dfinal).sum()
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads)]
+    return y.transpose(1, 2).detach(), final.detach(), grads
+
+
+def close(actual, expected, rtol=1e-9):
+    """Elementwise within rtol, with an absolute floor of rtol · max|expected| (gradients near |k1| = 1
+    reach 1e5 through 1/c1³, and their small neighbours inherit that rounding)."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(1.0, float(expected.abs().max())))
+
+
+def test_the_kernels_run_in_the_interpreter():
+    assert st.interpreted() and st.available()
+    assert type(st._fwd_kernel).__name__ == "InterpretedFunction"
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("nfilt", [1, 3])
+@pytest.mark.parametrize("length", [1, 7, 37])
+def test_matches_the_loop_twin_and_its_autograd(form, nfilt, length):
+    theta, u, state0, dy, dfinal = inputs(2, length, 5, nfilt, form, seed=length + 10 * nfilt)
+    lattice = form == "lattice"
+    y, final, ckpt = st.fwd(theta, u, state0, lattice, CHUNK)
+    y_ref, final_ref, grads_ref = reference(theta, u, state0, dy, dfinal, form)
+    close(y, y_ref)
+    close(final, final_ref)
+    assert ckpt.shape == (2, -(-length // CHUNK), 5, nfilt, 2)
+    for n in range(ckpt.size(1)):  # ckpt[:, n] = the state after step n·chunk − 1 (state0 for n = 0)
+        _, entering = tv_iir_filter_ref(u[:, :n * CHUNK].transpose(1, 2), theta[:, :n * CHUNK], None, state0,
+                                        return_state=True, form=form)
+        close(ckpt[:, n], entering)
+    for got, want in zip(st.bwd(theta, u, ckpt, dy, dfinal, lattice, CHUNK), grads_ref):
+        close(got, want)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 100])
+def test_several_channel_blocks_and_any_chunk_give_the_same_result(monkeypatch, chunk):
+    """MAX_LANES = 4: F = 3 -> one channel per program, F = 1 -> blocks of 4 channels, the last one masked;
+    chunk 1 (a checkpoint per step), 5 (partial last chunk), 100 (one chunk longer than L)."""
+    monkeypatch.setattr(st, "MAX_LANES", 4)
+    for nfilt in (1, 3):
+        theta, u, state0, dy, dfinal = inputs(1, 11, 5, nfilt, "lattice", seed=chunk + nfilt)
+        y, final, ckpt = st.fwd(theta, u, state0, True, chunk)
+        y_ref, final_ref, grads_ref = reference(theta, u, state0, dy, dfinal, "lattice")
+        close(y, y_ref)
+        close(final, final_ref)
+        for got, want in zip(st.bwd(theta, u, ckpt, dy, dfinal, True, chunk), grads_ref):
+            close(got, want)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_float32_stays_float32_within_its_rounding(form):
+    """Against the fp64 twin on the same (fp32-rounded) inputs: only the kernels' arithmetic differs."""
+    theta, u, state0, dy, dfinal = inputs(2, 37, 3, 2, form, seed=3, dtype=torch.float32)
+    y, final, ckpt = st.fwd(theta, u, state0, form == "lattice", CHUNK)
+    grads = st.bwd(theta, u, ckpt, dy, dfinal, form == "lattice", CHUNK)
+    y_ref, final_ref, grads_ref = reference(*(t.double() for t in (theta, u, state0, dy, dfinal)), form)
+    for got, want in zip([y, final, *grads], [y_ref, final_ref, *grads_ref]):
+        assert got.dtype == torch.float32
+        close(got.double(), want, rtol=3e-4)  # the torch fp32 twin is as far (lattice: 9e-5, |k1| near 1)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_zero_length_gives_the_state_back(form):
+    theta, u, state0, dy, dfinal = inputs(2, 0, 3, 2, form, seed=1)
+    y, final, ckpt = st.fwd(theta, u, state0, form == "lattice", CHUNK)
+    assert y.shape == (2, 0, 3) and ckpt.shape == (2, 0, 3, 2, 2)
+    close(final, state0)
+    dtheta, du, dstate0 = st.bwd(theta, u, ckpt, dy, dfinal, form == "lattice", CHUNK)
+    assert dtheta.shape == theta.shape and du.shape == u.shape
+    close(dstate0, dfinal)
+    assert dstate0.data_ptr() != dfinal.data_ptr() and final.data_ptr() != state0.data_ptr()  # fresh tensors
+
+
+def test_mixed_dtypes_and_bad_chunks_are_refused():
+    theta, u, state0, _, _ = inputs(1, 4, 2, 1, "lattice", seed=0)
+    with pytest.raises(ValueError, match="float64"):
+        st.fwd(theta, u.float(), state0, True, CHUNK)
+    with pytest.raises(ValueError, match="chunk"):
+        st.fwd(theta, u, state0, True, 0)
