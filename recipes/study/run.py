@@ -18,6 +18,13 @@ on slim images that strip /usr/share/man and /usr/share/doc), and not the demo's
 stdlib's .py sources). Its size follows the Python version (466 KB for 3.11.7); ``prepare``
 records the version, size and SHA-256 in W/corpus/SOURCE.json. Split by position 80/10/10 so the
 test split is large enough to rank models (≈47 KB).
+
+``--corpus sitepkgs`` (docs/RESULTS.md §1c, the 4× check): 10,500,000 bytes of the Python sources of
+seven packages that ``make setup`` installs into .venv at the versions of requirements/lock.txt, so
+large that a model reading 1,000 updates × 8,192 tokens sees no byte twice. ``--budget scale4x``
+picks that check's budget (2048-token samples, 8,192 tokens per update, 1,000 updates, valid BPC and
+a checkpoint every 100 updates, test BPC at 2048- and 8192-token blocks). A run with checkpoints
+that was interrupted resumes from its checkpoint_last.pt when the same command is rerun.
 """
 import argparse
 import concurrent.futures
@@ -50,6 +57,25 @@ BUDGET = {
     "lr": 3e-3,
     "warmup_updates": 100,
 }
+# Settings beyond the study's budget, off there (0 / none). A run's budget (result.json) lists only those
+# that are on, so the study's results keep matching its budget.
+#   validate_interval_updates: valid BPC every N updates on valid_subset (its first max_valid_steps + 1
+#     batches, always the same ones; 0 = all of it), the learning curve;
+#   save_interval_updates: a checkpoint (with the optimizer state) every N updates, only the newest kept,
+#     so that rerunning the same command resumes an interrupted run from checkpoint_last.pt;
+#   eval_blocks: test BPC at these block lengths too, besides the training length.
+EXTRAS = {"validate_interval_updates": 0, "valid_subset": "valid", "max_valid_steps": 0, "save_interval_updates": 0,
+          "eval_blocks": []}
+# --budget: named budgets. scale4x is the 4x check (docs/RESULTS.md §1c): 2048-token samples, 8,192 tokens per
+# update, 1,000 updates (8,192,000 tokens, under the 8,400,000 of --corpus sitepkgs's train split), the study's
+# optimiser and schedule; valid BPC (on --corpus sitepkgs's valid_sample) and a checkpoint every 100 updates;
+# test BPC at 2048 and 8192.
+BUDGETS = {
+    "study": {},
+    "scale4x": {"tokens_per_sample": 2048, "max_tokens": 8192, "max_update": 1000,
+                "validate_interval_updates": 100, "valid_subset": "valid_sample", "save_interval_updates": 100,
+                "eval_blocks": [8192]},
+}
 
 
 def die(msg: str) -> None:
@@ -59,7 +85,7 @@ def die(msg: str) -> None:
 
 # ---- corpus ---------------------------------------------------------------------------------------
 
-CORPORA = ("pydoc", "stdlib")
+CORPORA = ("pydoc", "stdlib", "sitepkgs")
 # --corpus stdlib: CPython's standard-library source (the demo's kind of text, code), held out from the
 # demo: the demo reads the first 3,000,000 bytes of the path-ordered stream; the study reads the next
 # 1,000,000, without the encodings/ package (codec tables, not code: in path order they fill most of
@@ -79,7 +105,88 @@ def corpus_bytes(kind: str = "pydoc") -> Tuple[bytes, Dict]:
                                 f"bytes {STDLIB_SLICE[0]:,}-{STDLIB_SLICE[1]:,} (after the demo's 3,000,000)",
                       "python": sys.version.split()[0], "bytes": len(data),
                       "sha256": hashlib.sha256(data).hexdigest(), "split": list(FRACTIONS)}
+    if kind == "sitepkgs":
+        return sitepkgs_bytes()
     return pydoc_bytes()
+
+
+# --corpus sitepkgs: the .py sources of these packages of .venv (all installed by `make setup`, versions
+# pinned by requirements/lock.txt), in this order, SITEPKGS_BYTES from each: its files in sorted relative
+# path order, test folders left out (byte_corpus.SKIPPED), and matplotlib's colormap tables (float
+# literals, not code). Each package's slice is split 80/10/10 by position, and the corpus is every train
+# part, then every valid part, then every test part, so that the study's positional split (split(),
+# FRACTIONS) gives each split a part of every package. Disjoint from the demo's and the study's corpora:
+# those read CPython's standard library (byte_corpus.stdlib_source skips site-packages), these files
+# live in .venv's site-packages.
+SITEPKGS = (("fairseq", "fairseq-fixed"), ("matplotlib", "matplotlib"), ("numpy", "numpy"), ("scipy", "scipy"),
+            ("sklearn", "scikit-learn"), ("sympy", "sympy"), ("torch", "torch"))  # (import name, distribution)
+SITEPKGS_BYTES = 1_500_000  # × 7 = 10,500,000: train 8,400,000 >= 1,000 updates × 8,192 tokens
+SITEPKGS_SKIP_FILES = ("matplotlib/_cm.py", "matplotlib/_cm_bivar.py", "matplotlib/_cm_listed.py",
+                       "matplotlib/_cm_multivar.py")
+# The learning curve's subset (data-bin/valid_sample, --valid-subset valid_sample): the first eighth of every
+# package's valid part, 131,250 bytes, so that validating every 100 updates costs 1/8 of the valid split and
+# still reads every package (the valid split's first eighth would be fairseq's sources alone).
+VALID_SAMPLE_DIVISOR = 8
+
+
+def package_source(package: str, max_bytes: int) -> Tuple[bytes, List[str]]:
+    """The first ``max_bytes`` of an installed package's .py files, in sorted relative path order (test
+    folders and SITEPKGS_SKIP_FILES left out), and the files read. Finds the package without importing it."""
+    import importlib.util
+    from fairseq_focus.data.byte_corpus import SKIPPED
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        die(f"package {package} is not installed here (--corpus sitepkgs reads the sources `make setup` installs)")
+    root = Path(list(spec.submodule_search_locations)[0])
+    parts, files, total = [], [], 0
+    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        rel = path.relative_to(root.parent).as_posix()
+        if any(p in SKIPPED for p in path.relative_to(root).parts) or rel in SITEPKGS_SKIP_FILES:
+            continue
+        data = path.read_bytes()
+        parts.append(data)
+        files.append(rel)
+        total += len(data)
+        if total >= max_bytes:
+            break
+    data = b"".join(parts)[:max_bytes]
+    if len(data) < max_bytes:
+        die(f"package {package} holds only {len(data):,} bytes of .py source here; need {max_bytes:,}")
+    return data, files
+
+
+def sitepkgs_bytes(per_package: int = SITEPKGS_BYTES) -> Tuple[bytes, Dict]:
+    """The sitepkgs corpus: SITEPKGS' sources, ``per_package`` bytes each, ordered so that split(FRACTIONS)
+    gives each split the matching part of every package (see SITEPKGS)."""
+    from importlib.metadata import version
+    from fairseq_focus.data.byte_corpus import split
+    parts = {"train": [], "valid": [], "test": []}
+    packages = []
+    for package, dist in SITEPKGS:
+        data, files = package_source(package, per_package)
+        for name, part in split(data, FRACTIONS).items():
+            parts[name].append(part)
+        packages.append({"package": package, "version": version(dist), "bytes": len(data), "files": len(files),
+                         "first_file": files[0], "last_file": files[-1], "valid_bytes": len(parts["valid"][-1]),
+                         "sha256": hashlib.sha256(data).hexdigest()})
+    data = b"".join(b"".join(parts[name]) for name in ("train", "valid", "test"))
+    resplit = split(data, FRACTIONS)
+    if any(resplit[name] != b"".join(parts[name]) for name in parts):
+        die(f"{per_package} bytes per package do not split 80/10/10 into whole bytes; use a multiple of 10")
+    return data, {"source": f".py sources of {', '.join(p for p, _ in SITEPKGS)} in .venv's site-packages "
+                            f"({per_package:,} bytes each, sorted paths, no test folders, no matplotlib colormap "
+                            f"tables); each package split 80/10/10, train parts then valid then test parts",
+                  "python": sys.version.split()[0], "packages": packages, "bytes": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest(), "split": list(FRACTIONS)}
+
+
+def valid_sample(valid: bytes, info: Dict) -> bytes:
+    """--corpus sitepkgs: the first 1/VALID_SAMPLE_DIVISOR of every package's part of the valid split."""
+    parts, start = [], 0
+    for package in info["packages"]:
+        parts.append(valid[start:start + package["valid_bytes"] // VALID_SAMPLE_DIVISOR])
+        start += package["valid_bytes"]
+    return b"".join(parts)
 
 
 def pydoc_bytes() -> Tuple[bytes, Dict]:
@@ -101,17 +208,25 @@ def prepare(work: Path, kind: str = "pydoc") -> None:
     try:
         corpus = tmp / "corpus"
         corpus.mkdir()
-        for name, part in split(data, FRACTIONS).items():
+        parts = split(data, FRACTIONS)
+        if "packages" in info:  # sitepkgs: also the learning curve's valid subset
+            parts["valid_sample"] = valid_sample(parts["valid"], info)
+            info["valid_sample_sha256"] = hashlib.sha256(parts["valid_sample"]).hexdigest()
+        for name, part in parts.items():
             (corpus / f"{name}.raw").write_bytes(part)
             (corpus / f"{name}.txt").write_text(bytes_to_lines(part))
             info[f"{name}_bytes"] = len(part)
         (corpus / "SOURCE.json").write_text(json.dumps(info, indent=1) + "\n")
+        validpref = ",".join(str(corpus / f"{name}.txt") for name in ("valid", "valid_sample") if name in parts)
         proc = subprocess.run(
             ["fairseq-preprocess", "--only-source", "--trainpref", str(corpus / "train.txt"),
-             "--validpref", str(corpus / "valid.txt"), "--testpref", str(corpus / "test.txt"),
+             "--validpref", validpref, "--testpref", str(corpus / "test.txt"),
              "--destdir", str(tmp / "data-bin"), "--workers", "1"], capture_output=True, text=True)
         if proc.returncode != 0:
             die(f"fairseq-preprocess failed:\n{proc.stdout}{proc.stderr}")
+        if "valid_sample" in parts:  # fairseq-preprocess names a second valid prefix valid1
+            for ext in ("bin", "idx"):
+                os.replace(tmp / "data-bin" / f"valid1.{ext}", tmp / "data-bin" / f"valid_sample.{ext}")
         for name in ("corpus", "data-bin"):
             if (work / name).exists():
                 shutil.rmtree(work / name)
@@ -176,30 +291,58 @@ def check_parameters(variants, data_bin: Path, quiet: bool = False) -> Dict[str,
 
 # ---- training and evaluation --------------------------------------------------------------------------
 
-def train_command(data_bin: Path, out: Path, flags: List[str], seed: int, budget: Dict) -> List[str]:
+def make_budget(preset: str = "study", **overrides) -> Dict:
+    """BUDGET, then the named preset, then the overrides that are not None; EXTRAS only where on."""
+    full = {**BUDGET, **EXTRAS, **BUDGETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return {k: v for k, v in full.items() if k in BUDGET or v != EXTRAS[k]}
+
+
+def train_command(data_bin: Path, out: Path, flags: List[str], seed: int, budget: Dict,
+                  log_interval: int = 50) -> List[str]:
+    b = {**EXTRAS, **budget}
+    if b["validate_interval_updates"]:
+        valid = ["--valid-subset", b["valid_subset"], "--validate-interval-updates", str(b["validate_interval_updates"])]
+        valid += ["--max-valid-steps", str(b["max_valid_steps"])] if b["max_valid_steps"] else []
+    else:
+        valid = ["--disable-validation"]
+    if b["save_interval_updates"]:  # resumable: the optimizer state is saved, only the newest interval checkpoint kept
+        save = ["--save-interval-updates", str(b["save_interval_updates"]), "--keep-interval-updates", "1"]
+    else:
+        save = ["--no-save-optimizer-state"]
     return ["fairseq-train", str(data_bin), "--user-dir", str(USER_DIR), "--task", "focus_lm", *flags,
             "--cpu", "--num-workers", "0", "--seed", str(seed),
             "--tokens-per-sample", str(budget["tokens_per_sample"]), "--sample-break-mode", "none",
             "--max-tokens", str(budget["max_tokens"]), "--required-batch-size-multiple", "1",
             "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--weight-decay", "0.01", "--clip-norm", "0.25",
             "--lr", str(budget["lr"]), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(budget["warmup_updates"]),
-            "--max-update", str(budget["max_update"]), "--disable-validation",
-            "--save-dir", str(out), "--no-epoch-checkpoints", "--no-save-optimizer-state",
-            "--log-format", "simple", "--log-interval", "50"]
+            "--max-update", str(budget["max_update"]), *valid,
+            "--save-dir", str(out), "--no-epoch-checkpoints", *save,
+            "--log-format", "simple", "--log-interval", str(log_interval)]
 
 
-def eval_command(data_bin: Path, out: Path, budget: Dict) -> List[str]:
-    """Non-overlapping blocks of the training length; each token's context is the earlier part of its block."""
+def eval_command(data_bin: Path, out: Path, budget: Dict, block: int = 0) -> List[str]:
+    """Non-overlapping blocks of ``block`` tokens (default: the training length); each token's context is
+    the earlier part of its block."""
+    block = block or budget["tokens_per_sample"]
     return ["fairseq-eval-lm", str(data_bin), "--user-dir", str(USER_DIR), "--task", "focus_lm",
             "--path", str(out / "checkpoint_last.pt"), "--cpu", "--num-workers", "0", "--gen-subset", "test",
-            "--tokens-per-sample", str(budget["tokens_per_sample"]), "--sample-break-mode", "none",
-            "--max-tokens", str(4 * budget["tokens_per_sample"]), "--required-batch-size-multiple", "1"]
+            "--tokens-per-sample", str(block), "--sample-break-mode", "none",
+            "--max-tokens", str(4 * block), "--required-batch-size-multiple", "1"]
 
 
-def _run_logged(cmd: List[str], log: Path, env: Dict) -> float:
+def eval_blocks(budget: Dict) -> List[int]:
+    """The test block lengths of a budget: the training length first, then eval_blocks."""
+    blocks = [budget["tokens_per_sample"]]
+    return blocks + [b for b in budget.get("eval_blocks", []) if b not in blocks]
+
+
+def _run_logged(cmd: List[str], log: Path, env: Dict, append: bool = False, note: str = "") -> float:
+    """Run cmd with its output in log, the command on the first line (after any earlier attempts' lines
+    when ``append``: an interrupted training that resumes keeps its earlier learning curve)."""
     start = time.time()
-    with open(log, "w") as fh:
+    with open(log, "a" if append else "w") as fh:
         fh.write("$ " + shlex.join(cmd) + "\n")
+        fh.write(f"# started {time.strftime('%Y-%m-%d %H:%M:%S %z')}{note}\n")
         fh.flush()
         code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
@@ -207,7 +350,21 @@ def _run_logged(cmd: List[str], log: Path, env: Dict) -> float:
     return time.time() - start
 
 
-def one_run(work: Path, name: str, flags: List[str], seed: int, budget: Dict) -> Dict:
+def checkpoint_updates(path: Path) -> int:
+    """The update count stored in a fairseq checkpoint (0 when it cannot be read)."""
+    try:
+        import torch
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        return int(state["optimizer_history"][-1]["num_updates"])
+    except Exception:  # a checkpoint written half-way is no checkpoint: fairseq would fail on it too
+        return 0
+
+
+def one_run(work: Path, name: str, flags: List[str], seed: int, budget: Dict, log_interval: int = 50) -> Dict:
+    """Train, then score. Rerunning after an interruption: a finished training (train.done) is not
+    repeated (fairseq would take one more update past --max-update), and an unfinished one resumes from
+    its checkpoint_last.pt (fairseq's default --restore-file) with train.log appended, not rewritten;
+    nothing in the run's folder is deleted before result.json exists."""
     out = work / "runs" / name / f"seed{seed}"
     if (out / "result.json").exists():
         done = json.loads((out / "result.json").read_text())
@@ -217,32 +374,54 @@ def one_run(work: Path, name: str, flags: List[str], seed: int, budget: Dict) ->
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     data_bin = work / "data-bin"
-    train_cmd = train_command(data_bin, out, flags, seed, budget)
-    train_s = _run_logged(train_cmd, out / "train.log", env)
+    train_cmd = train_command(data_bin, out, flags, seed, budget, log_interval)
+    done_file = out / "train.done"
+    if done_file.exists():
+        done = json.loads(done_file.read_text())
+        if done["train_command"] != shlex.join(train_cmd):
+            raise RuntimeError(f"{done_file} was made by another command; delete the run's folder to rerun")
+        train_s = done["train_seconds"]
+    else:
+        resume = checkpoint_updates(out / "checkpoint_last.pt") if (out / "checkpoint_last.pt").exists() else 0
+        note = f", resuming from checkpoint_last.pt at update {resume}" if resume else ""
+        train_s = _run_logged(train_cmd, out / "train.log", env, append=True, note=note)
+        done_file.write_text(json.dumps({"train_command": shlex.join(train_cmd), "train_seconds": round(train_s, 1),
+                                         "resumed_from_update": resume}) + "\n")
     log = (out / "train.log").read_text()
     updates = [int(u) for u in re.findall(r"num_updates (\d+)", log)]
     params = re.findall(r"num\. shared model params: ([\d,]+)", log)
-    eval_cmd = eval_command(data_bin, out, budget)
-    eval_s = _run_logged(eval_cmd, out / "eval.log", env)
-    found = re.findall(r"Loss \(base 2\): ([0-9.]+)", (out / "eval.log").read_text())
-    if not found or not updates or not params:
-        raise RuntimeError(f"{out}: no BPC in eval.log, or no update count / parameter count in train.log")
+    eval_cmds, bpcs, eval_s = [], {}, 0.0
+    for i, block in enumerate(eval_blocks(budget)):
+        eval_cmd = eval_command(data_bin, out, budget, block)
+        log_path = out / ("eval.log" if i == 0 else f"eval{block}.log")
+        eval_s += _run_logged(eval_cmd, log_path, env)
+        found = re.findall(r"Loss \(base 2\): ([0-9.]+)", log_path.read_text())
+        if not found:
+            raise RuntimeError(f"{out}: no BPC in {log_path.name}")
+        bpcs[str(block)] = float(found[-1])
+        eval_cmds.append(shlex.join(eval_cmd))
+    if not updates or not params:
+        raise RuntimeError(f"{out}: no update count / parameter count in train.log")
+    first = str(eval_blocks(budget)[0])
     result = {"variant": name, "seed": seed, "flags": flags, "params": int(params[-1].replace(",", "")),
-              "updates": max(updates), "test_bpc": float(found[-1]), "train_seconds": round(train_s, 1),
-              "eval_seconds": round(eval_s, 1), "budget": budget,
-              "train_command": shlex.join(train_cmd), "eval_command": shlex.join(eval_cmd)}
+              "updates": max(updates), "test_bpc": bpcs[first], "test_bpc_by_block": bpcs,
+              "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1), "budget": budget,
+              "train_command": shlex.join(train_cmd), "eval_command": eval_cmds[0], "eval_commands": eval_cmds}
     tmp = out / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     os.replace(tmp, out / "result.json")
-    (out / "checkpoint_last.pt").unlink(missing_ok=True)  # 2-7 MB each; the logs hold the numbers
+    if not budget.get("save_interval_updates"):
+        (out / "checkpoint_last.pt").unlink(missing_ok=True)  # 2-7 MB each; the logs hold the numbers
     return result
 
 
-def train(work: Path, variants, seeds: List[int], jobs: int, budget: Dict) -> int:
+def train(work: Path, variants, seeds: List[int], jobs: int, budget: Dict, log_interval: int = 50) -> int:
+    """Every (variant, seed), ``jobs`` at a time, in the order of the variants file (seed by seed)."""
     todo = [(name, flags, seed) for seed in seeds for name, flags in variants]
     failures = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(one_run, work, name, flags, seed, budget): (name, seed) for name, flags, seed in todo}
+        futures = {pool.submit(one_run, work, name, flags, seed, budget, log_interval): (name, seed)
+                   for name, flags, seed in todo}
         for fut in concurrent.futures.as_completed(futures):
             name, seed = futures[fut]
             try:
@@ -260,15 +439,24 @@ def main(argv=None) -> int:
     parser.add_argument("step", choices=("prepare", "params", "train", "all"))
     parser.add_argument("--work", type=Path, required=True, help="output directory")
     parser.add_argument("--corpus", choices=CORPORA, default="pydoc",
-                        help="prepare: pydoc (the reference documentation, prose) or stdlib (library source, code)")
+                        help="prepare: pydoc (the reference documentation, prose), stdlib (library source, code) or "
+                             "sitepkgs (10.5 MB of .venv's package sources, for the 4x check)")
     parser.add_argument("--variants", type=Path, default=HERE / "variants.txt", help="the models, one per line")
     parser.add_argument("--only", nargs="+", default=None, help="run only these variants (names)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one torch thread each)")
-    for key, value in BUDGET.items():
-        parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=value)
+    parser.add_argument("--budget", choices=tuple(BUDGETS), default="study",
+                        help="named budget: study (§1, §1b) or scale4x (§1c); the flags below override it")
+    for key, value in {**BUDGET, **EXTRAS}.items():
+        if isinstance(value, list):
+            parser.add_argument("--" + key.replace("_", "-"), type=int, nargs="*", default=None)
+        elif key == "valid_subset":
+            parser.add_argument("--valid-subset", default=None, help="valid (default) or valid_sample (sitepkgs)")
+        else:
+            parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=None)
+    parser.add_argument("--log-interval", type=int, default=50, help="fairseq-train's log interval (updates)")
     args = parser.parse_args(argv)
-    budget = {key: getattr(args, key) for key in BUDGET}
+    budget = make_budget(args.budget, **{key: getattr(args, key) for key in {**BUDGET, **EXTRAS}})
     all_variants = variants = read_variants(args.variants)
     if args.only:
         unknown = set(args.only) - {name for name, _ in variants}
@@ -288,7 +476,7 @@ def main(argv=None) -> int:
     if args.step in ("train", "all"):
         if args.variants.resolve() != (work / "variants.txt").resolve():
             shutil.copy(args.variants, work / "variants.txt")  # collect.py orders the table by it
-        return train(work, variants, args.seeds, args.jobs, budget)
+        return train(work, variants, args.seeds, args.jobs, budget, args.log_interval)
     return 0
 
 
