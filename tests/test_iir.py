@@ -1,11 +1,17 @@
 """ops/iir.py against independent oracles (scipy.signal.lfilter, a direct numpy evaluation of
-eq. 4-8), against its loop reference twin (values, final state, gradients), and for stability."""
+eq. 4-8), against its loop reference twin (values, final state, gradients), and for stability; the
+closed-form impulse response against the companion powers and lfilter over the whole stability
+triangle up to L 16384, and the time-invariant carry path (iir_filter_lti) against carry mode."""
+import math
+
 import numpy as np
 import pytest
 import scipy.signal
 import torch
 
-from fairseq_focus.ops.iir import iir_filter, iir_filter_ref, iir_step
+from fairseq_focus.ops.iir import (companion_rows, iir_filter, iir_filter_lti, iir_filter_lti_ref, iir_filter_ref,
+                                   iir_step, impulse_response)
+from fairseq_focus.ops.theta import MAX_RADIUS
 
 SIZES = [(1, 1, 1, 1, 1), (2, 3, 4, 7, 1), (2, 5, 3, 13, 3), (1, 2, 6, 1, 2), (3, 1, 2, 33, 4)]  # B, D, Nbins, R, F
 
@@ -214,3 +220,103 @@ def test_bad_arguments_are_refused():
         iir_filter(x[..., :-1], theta)
     with pytest.raises(ValueError, match="carry"):
         iir_filter(x, theta, "causal", state=torch.zeros(1, 2, 1, 2, dtype=x.dtype))
+    with pytest.raises(ValueError, match="theta"):
+        iir_filter_lti(x, theta[0, 0, ..., :1])
+
+
+# ---- the closed-form impulse response and the time-invariant carry path (iir_filter_lti) ----
+
+RHO = MAX_RADIUS
+
+
+def edge_thetas():
+    """Θ (N, 2), float64, over the whole stability triangle: complex pairs at |p| = ρ (the theta map's
+    largest radius) at small and large angles, real poles at ±ρ, near-double and exactly double poles,
+    θ1 → 0 and θ1 = 0, both poles 0, and poles of opposite sign."""
+    pairs = [[-2 * RHO * math.cos(a), RHO * RHO] for a in (1e-3, 0.01, 0.5, 2.0, math.pi - 1e-3)]
+    real = [[-(RHO + 0.5), 0.5 * RHO], [-(2 * RHO - 1e-3), RHO * (RHO - 1e-3)], [RHO - 0.3, -0.3 * RHO],
+            [2 * RHO - 1e-3, RHO * (RHO - 1e-3)]]
+    double = [[-1.8, 0.81 + 1e-9], [1.8, 0.81 - 1e-9], [-1.8, 0.81], [-2 * RHO, RHO * RHO], [1.98, 0.99 ** 2]]
+    small = [[-0.9, 1e-8], [0.9, -1e-8], [0.5, 0.0], [-RHO, 1e-30], [0.0, 0.0], [0.0, 1e-7]]
+    opposite = [[0.05, -0.9], [1e-4, -0.999 * RHO * RHO], [0.0, -0.5]]
+    return torch.tensor(pairs + real + double + small + opposite, dtype=torch.float64)
+
+
+def triangle_thetas(count, seed):
+    """Θ (count, 2), float64, uniform in the reflection coefficients (k1, k2) of the stability triangle."""
+    k = torch.rand(count, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
+    return torch.stack([k[:, 0] * (1 + k[:, 1]), k[:, 1]], dim=-1) * RHO * RHO
+
+
+def lfilter_impulse(theta, n):
+    """scipy.signal.lfilter on a unit impulse, in float64, for each Θ (N, 2) -> (N, n)."""
+    impulse = np.zeros(n)
+    impulse[0] = 1.0
+    return np.stack([scipy.signal.lfilter([1.0], [1.0, t0, t1], impulse) for t0, t1 in theta.double().tolist()])
+
+
+def assert_rows_close(actual, expected, rtol):
+    """Each row's max error relative to that row's scale (max |h|, at least 1)."""
+    expected = expected.detach().double().numpy() if torch.is_tensor(expected) else expected
+    err = np.abs(actual.detach().double().numpy() - expected).max(-1) / np.maximum(np.abs(expected).max(-1), 1.0)
+    assert err.max() <= rtol, f"row errors {err}"
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-4)])
+def test_impulse_response_matches_companion_rows_and_lfilter(dtype, rtol):
+    """Against lfilter to rounding (fp32: ~t·ε·|arg p| at tap t); against the companion powers (fp64)
+    within their own error, which reaches ~3e-11 at a double pole on |p| = ρ (the closed form is 1e-13
+    from lfilter there)."""
+    theta = torch.cat([triangle_thetas(64, 0), edge_thetas()]).to(dtype)
+    h = impulse_response(theta, 300)
+    assert h.dtype == dtype and h.shape == (theta.size(0), 300)
+    assert_rows_close(h, lfilter_impulse(theta, 300), rtol)
+    assert_rows_close(h, companion_rows(theta.double(), 300, impulse_only=True), max(rtol, 1e-9))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 3e-3)])
+def test_impulse_response_at_16k_near_the_unit_circle(dtype, rtol):
+    """L 16384 at the edge cases: fp64 to rounding; fp32 within ~L·ε·|arg p| (the pole's angle rounded to
+    fp32, turned L times), a bound the fp32 recursion itself does not beat."""
+    theta = edge_thetas().to(dtype)
+    h = impulse_response(theta, 16384)
+    assert torch.isfinite(h).all()
+    assert_rows_close(h, lfilter_impulse(theta, 16384), rtol)
+
+
+def test_impulse_response_gradcheck():
+    theta = torch.tensor([[-1.2, 0.5], [0.3, 0.8], [-1.8, 0.81 + 1e-7], [0.4, -0.3], [-0.9, 1e-6], [0.05, -0.9],
+                          [-2 * RHO * math.cos(0.3), RHO * RHO]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: impulse_response(t, 37), (theta,))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_impulse_response_gradients_match_companion_rows(dtype, rtol):
+    """∂h/∂Θ against autograd through the companion powers (fp64), double poles and θ1 = 0 included."""
+    theta = torch.cat([triangle_thetas(16, 1), edge_thetas()])
+    weights = torch.randn(theta.size(0), 512, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ref = theta.to(dtype).double().requires_grad_(True)
+    expected = torch.autograd.grad((companion_rows(ref, 512, impulse_only=True) * weights).sum(), ref)[0]
+    got_theta = theta.to(dtype).requires_grad_(True)
+    got = torch.autograd.grad((impulse_response(got_theta, 512) * weights.to(dtype)).sum(), got_theta)[0]
+    assert torch.isfinite(got).all()
+    assert_rows_close(got, expected, rtol)
+
+
+@pytest.mark.parametrize("length", [1, 2, 45, 128])
+def test_lti_filter_matches_carry_mode_and_its_loop_twin(length):
+    x, theta = make_inputs((2, 3, 1, length, 2), 4)
+    static = theta[:, 0]  # (B, D, F, 2): one Θ for the whole sequence
+    y = iir_filter_lti(x, static)
+    torch.testing.assert_close(y, iir_filter(x, theta, "carry"), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(y, iir_filter_lti_ref(x, static), rtol=1e-9, atol=1e-9)
+    assert_close(y, lfilter_oracle(x, theta, "carry"), 1e-9)
+
+
+def test_lti_filter_stays_fp32_under_autocast():
+    x, theta = make_inputs((2, 3, 1, 40, 2), 6, torch.float32)
+    expected = iir_filter_lti(x, theta[0, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = iir_filter_lti(x, theta[0, 0])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected)

@@ -1,7 +1,8 @@
 """--theta-param / --theta-init in the filters and the model: Θ against hand-written twins of both
 maps (paper: what main computed, times the ρ² margin), the filters' outputs against scipy's lfilter
 and the loop twin, gradients by finite differences, the ring init, and every pole of every layer
-strictly inside the unit circle under CPU bf16/fp16 autocast at extreme weights."""
+strictly inside the unit circle under CPU bf16/fp16 autocast at extreme weights. Focus-H in carry mode:
+its one-convolution path against its per-bin scan (values, gradients), and a fixed operator count."""
 import math
 from dataclasses import replace
 
@@ -11,6 +12,7 @@ from torch.func import functional_call
 
 from fairseq_focus.modules.config import FocusStackConfig, validate
 from fairseq_focus.modules.focus_stack import FocusStack
+from fairseq_focus.modules.global_filter import StaticIIRFilter
 from fairseq_focus.ops.iir import iir_filter_ref
 from fairseq_focus.ops.theta import MAX_RADIUS, poles
 from test_iir import assert_close, lfilter_oracle
@@ -193,3 +195,56 @@ def test_bad_ring_max_phase_is_refused():
     for bad in (0.0, -1.0, 3.2):
         with pytest.raises(ValueError, match="theta-ring-max-phase"):
             validate(stack_cfg("static", theta="ring", theta_ring_max_phase=bad))
+
+
+def static_carry_filter(theta, dtype, seed=0, bin_size=9):
+    """A StaticIIRFilter in carry mode (D 5, F 2), logits from ``theta``'s init (ring: poles near |p| = 0.999)."""
+    torch.manual_seed(seed)
+    ring = (0.9, 0.999, math.pi) if theta == "ring" else None
+    return StaticIIRFilter(5, 2, bin_size, "carry", "paper" if theta == "paper" else "stable", ring).to(dtype)
+
+
+@pytest.mark.parametrize("theta", ["paper", "stable", "ring"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+def test_static_carry_fft_path_equals_the_bin_scan(theta, dtype, tol):
+    """The one-convolution path (forward) = the per-bin scan (forward_bins): values and the gradients
+    w.r.t. x and the logits, B 2, an odd L (15 bins of 9)."""
+    filt = static_carry_filter(theta, dtype)
+    x = torch.randn(2, 135, 5, dtype=dtype, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    weights = torch.randn(2, 135, 5, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    outputs, grads = [], []
+    for path in (filt.forward, filt.forward_bins):
+        y = path(x, None)
+        outputs.append(y)
+        grads.append(torch.autograd.grad((y * weights).sum(), (x, filt.logits)))
+    scale = outputs[1].abs().max().item()
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=tol, atol=tol * scale)
+    for got, expected in zip(grads[0], grads[1]):
+        torch.testing.assert_close(got, expected, rtol=tol, atol=tol * expected.abs().max().item())
+
+
+def aten_calls(step):
+    """Compute aten:: calls that torch.profiler records during ``step()`` (views and dtype no-ops left out,
+    as ../shared/tools/op_count.py counts them)."""
+    free = {"view", "reshape", "_reshape_alias", "slice", "select", "unsqueeze", "squeeze", "transpose", "permute",
+            "expand", "as_strided", "empty", "empty_like", "empty_strided", "unflatten", "flatten", "t", "detach",
+            "alias", "to", "_to_copy", "result_type", "lift_fresh", "resolve_conj", "resolve_neg", "_unsafe_view",
+            "view_as_real", "view_as_complex", "expand_as", "view_as", "contiguous"}
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::") and e.key[6:] not in free)
+
+
+def test_static_carry_makes_the_same_operator_calls_at_every_length():
+    """Forward + backward of the static carry filter: the same number of operator calls at L 1024 and
+    4096 (deterministic, unlike a time); the per-bin scan's count grows with L, so the check can fail."""
+    filt = static_carry_filter("stable", torch.float32, bin_size=128)
+
+    def calls(path, length):
+        x = torch.randn(1, length, 5, requires_grad=True)
+        path(x, None).square().mean().backward()  # warm-up
+        return aten_calls(lambda: path(x, None).square().mean().backward())
+    fast = [calls(filt.forward, length) for length in (1024, 4096)]
+    assert fast[0] == fast[1], f"compute calls grow with L: {fast}"
+    scan = [calls(filt.forward_bins, length) for length in (1024, 4096)]
+    assert scan[1] > scan[0] > fast[0]

@@ -7,7 +7,9 @@
   per-channel logits plus a low-rank projection of the current input that starts at zero —
   selection as in Mamba (Gu & Dao 2023), on an order-2 filter (``ops/selective_iir.py``).
 * :class:`StaticIIRFilter` (Focus-H, the paper's ablation): Θ from learned logits (eq. 5's sigmoid,
-  or the stable map), the same for every bin and input.
+  or the stable map), the same for every bin and input. In ``carry`` mode that is one time-invariant
+  filter over the whole sequence, so its parallel forward is one causal FFT convolution with the
+  impulse response (``ops/iir.py`` ``iir_filter_lti``); the per-bin path stays as its twin.
 
 Both IIR filters map logits to Θ through ``ops/theta.py`` (``--theta-param paper|stable``), in fp32
 with autocast off.
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.ema import ema_filter, ema_filter_stream
-from ..ops.iir import iir_filter, iir_filter_segment
+from ..ops.iir import iir_filter, iir_filter_lti, iir_filter_segment
 from ..ops.precision import compute_dtype, no_autocast
 from ..ops.segments import blocks_touched
 from ..ops.selective_iir import tv_iir_filter, tv_iir_stream
@@ -123,6 +125,19 @@ class StaticIIRFilter(IIRFilter):
 
     def theta_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
         return self._for(x.size(0), blocks_touched(pos, x.size(1), self.bin_size))
+
+    def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        """x (B, L, D) -> (B, L, D). ``carry`` from a zero state: y = (Σ_F h_f) ∗ x, one FFT convolution
+        over the whole sequence (a fixed number of operator calls whatever L); :meth:`forward_bins` is
+        its twin. ``causal`` resets the state per bin and ``paper`` works per bin: not LTI, so per bin."""
+        if self.mode != "carry":
+            return self.forward_bins(x, e)
+        theta = theta_from_logits(self.logits, self.theta_param)  # (D, F, 2)
+        return iir_filter_lti(x.transpose(1, 2), theta).transpose(1, 2)  # op on (B, D, L)
+
+    def forward_bins(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        """The per-bin path (:meth:`IIRFilter.forward`): Θ per bin, the state carried by a scan over bins."""
+        return super().forward(x, e)
 
 
 class SelectiveIIRFilter(IIRFilter):
