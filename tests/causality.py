@@ -16,3 +16,18 @@ def assert_causal(score_fn, tokens: torch.Tensor, t: int, vocab: range, atol: fl
         before, after = score_fn(tokens), score_fn(perturbed)
     moved = (before[:, : t + 1] - after[:, : t + 1]).abs().max().item()
     assert moved < atol, f"outputs at positions <= {t} moved by {moved:.3g} when only later tokens changed"
+
+
+def assert_pixel_causal(features_fn, pixels: torch.Tensor, t: int, atol: float = 1e-5, seed: int = 0) -> None:
+    """Change pixel t of every image and assert that the outputs at positions < t do not move.
+
+    features_fn: (B, L, C) pixels -> (B, L, ...) outputs per position (a classifier's features before
+    pooling). Raises AssertionError naming the largest change when the model reads ahead.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    perturbed = pixels.clone()
+    perturbed[:, t] = torch.randn(perturbed[:, t].shape, generator=gen)
+    with torch.no_grad():
+        before, after = features_fn(pixels), features_fn(perturbed)
+    moved = (before[:, :t] - after[:, :t]).abs().max().item()
+    assert moved < atol, f"outputs at positions < {t} moved by {moved:.3g} when only pixel {t} changed"

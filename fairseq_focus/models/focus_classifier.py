@@ -10,9 +10,21 @@ archs default to ``--iir-mode paper`` (eq. 6 as the paper computes it and as its
 were produced); ``--iir-mode causal`` / ``carry`` with ``--pooling last`` give a model in which the
 label is read after a strictly left-to-right pass.
 
-Registered through ``--user-dir fairseq_focus``: model ``focus_classifier`` (small default) and archs
-``focus_smnist``, ``focus_pmnist``, ``focus_scifar``, each also as ``_static`` (Focus-H: learned Θ,
-the paper's ablation) and ``_ema`` (MEGA: MEGA's block wiring with its multi-head EMA, causal).
+Heads (``--focus-filter``; ``models/focus_lm.py`` names the same settings for the LM):
+
+* ``selective`` with ``--iir-mode carry --theta-param stable``: Θ and an input gain per pixel and channel
+  (the LM's default head). Causal: with ``--pooling last`` the label is read after one left-to-right pass.
+* ``static`` (Focus-H, stable + carry): one learned filter per channel, causal.
+* ``--bidirectional-filter``: each block's filter also runs, with its own parameters, over the
+  time-reversed image, and the two are summed (MEGA's bidirectional EMA for its image models;
+  ``modules/bidirectional_filter.py``); every position then sees the whole image.
+* ``adaptive`` in ``--iir-mode paper``: the paper's hypernetwork head as its Table 4 ran it (``_paper``).
+* ``--backbone transformer``: no Focus block at all, a pre-norm transformer encoder of the same width
+  (``modules/transformer_encoder.py``), the attention-only baseline.
+
+Registered through ``--user-dir fairseq_focus``: model ``focus_classifier`` and archs ``focus_smnist``,
+``focus_pmnist``, ``focus_scifar`` with their ``_static`` / ``_ema`` variants, today's settings again
+as ``…_paper`` names (below), and the small ``focus_classifier_*`` archs the digits study compares.
 
 The task's pixel permutation (pMNIST) is kept in the buffers ``pixel_permutation`` / ``permute_seed``
 so it travels inside every checkpoint; ``load_state_dict`` refuses a checkpoint whose permutation
@@ -29,6 +41,7 @@ from fairseq.models import BaseFairseqModel, register_model, register_model_arch
 from torch import Tensor, nn
 
 from ..modules.focus_stack import FocusStack
+from ..modules.transformer_encoder import TransformerEncoderStack
 from ..ops.precision import model_autocast
 from ..ops.iir import MODES
 from .arch import FocusModelConfig, fill_defaults, set_defaults, stack_field
@@ -36,6 +49,7 @@ from .arch import FocusModelConfig, fill_defaults, set_defaults, stack_field
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "last")
+BACKBONES = ("focus", "transformer")
 
 
 @dataclass
@@ -44,6 +58,12 @@ class FocusClassifierConfig(FocusModelConfig):
     pooling: ChoiceEnum(list(POOLINGS)) = field(
         default="mean", metadata={"help": "mean: average the features of all positions; last: the last position's"}
     )
+    backbone: ChoiceEnum(list(BACKBONES)) = field(
+        default="focus", metadata={"help": "focus: the stack of Focus blocks; transformer: a pre-norm transformer "
+                                           "encoder of --decoder-layers, --decoder-embed-dim and "
+                                           "--decoder-ffn-embed-dim (full attention, learned positions)"}
+    )
+    encoder_attention_heads: int = field(default=4, metadata={"help": "attention heads of --backbone transformer"})
 
 
 def _describe(seed: int) -> str:
@@ -53,14 +73,14 @@ def _describe(seed: int) -> str:
 @register_model("focus_classifier", dataclass=FocusClassifierConfig)
 class FocusClassifier(BaseFairseqModel):
     def __init__(self, cfg, in_channels: int, num_classes: int, permutation: Optional[np.ndarray],
-                 permute_seed: Optional[int]):
+                 permute_seed: Optional[int], seq_len: Optional[int] = None):
         super().__init__()
         dim = cfg.decoder_embed_dim
         self.pooling = cfg.pooling
         self.embed_pixels = nn.Linear(in_channels, dim)
         self.embed_dropout = nn.Dropout(cfg.dropout)
         self.autocast_bf16 = cfg.autocast_bf16
-        self.stack = FocusStack(cfg)
+        self.stack = _backbone(cfg, seq_len)
         self.head = nn.Linear(dim, num_classes)
         perm = torch.as_tensor(permutation, dtype=torch.long) if permutation is not None else torch.empty(0, dtype=torch.long)
         self.register_buffer("pixel_permutation", perm)
@@ -68,21 +88,26 @@ class FocusClassifier(BaseFairseqModel):
 
     @classmethod
     def build_model(cls, cfg, task):
-        model = cls(cfg, task.channels, task.cfg.num_classes, task.permutation, task.cfg.permute_seed)
+        model = cls(cfg, task.channels, task.cfg.num_classes, task.permutation, task.cfg.permute_seed, task.seq_len)
+        n = sum(p.numel() for p in model.parameters())
         logger.info(
-            "focus_classifier: %d parameters (%.2fM), filter=%s, iir_mode=%s, pooling=%s, layers=%d, D=%d, "
-            "bin=%d, chunk=%d, sequence length %d",
-            sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters()) / 1e6,
-            cfg.focus_filter, cfg.iir_mode, cfg.pooling, cfg.decoder_layers, cfg.decoder_embed_dim,
-            cfg.bin_size, cfg.chunk_size, task.seq_len,
+            "focus_classifier: %d parameters (%.2fM), backbone=%s, filter=%s, bidirectional=%s, iir_mode=%s, "
+            "theta=%s, pooling=%s, layers=%d, D=%d, bin=%d, chunk=%d, sequence length %d",
+            n, n / 1e6, cfg.backbone, cfg.focus_filter, bool(cfg.bidirectional_filter), cfg.iir_mode,
+            cfg.theta_param, cfg.pooling, cfg.decoder_layers, cfg.decoder_embed_dim, cfg.bin_size, cfg.chunk_size,
+            task.seq_len,
         )
         return model
 
+    def features(self, src_pixels: Tensor) -> Tensor:
+        """src_pixels (B, L, C) -> the backbone's output per position (B, L, D), before pooling."""
+        with model_autocast(self.autocast_bf16, src_pixels.device):
+            return self.stack(self.embed_dropout(self.embed_pixels(src_pixels)))  # (B, L, D)
+
     def forward(self, src_pixels: Tensor) -> Tensor:
         """src_pixels (B, L, C) normalized pixel values -> logits (B, num_classes)."""
+        x = self.features(src_pixels)  # (B, L, D)
         with model_autocast(self.autocast_bf16, src_pixels.device):
-            x = self.embed_dropout(self.embed_pixels(src_pixels))  # (B, L, D)
-            x = self.stack(x)  # (B, L, D)
             pooled = x.mean(dim=1) if self.pooling == "mean" else x[:, -1]  # (B, D)
             return self.head(pooled)
 
@@ -99,6 +124,16 @@ class FocusClassifier(BaseFairseqModel):
                     f"permutation ({'--permute-seed ' + str(saved_seed) if saved_seed >= 0 else 'no --permute-seed'})"
                 )
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def _backbone(cfg, seq_len: Optional[int]) -> nn.Module:
+    """The Focus stack, or with ``--backbone transformer`` the transformer encoder (it needs the length)."""
+    if cfg.backbone == "focus":
+        return FocusStack(cfg)
+    if seq_len is None:
+        raise ValueError("--backbone transformer needs the sequence length (its learned positions)")
+    return TransformerEncoderStack(cfg.decoder_embed_dim, cfg.decoder_layers, cfg.encoder_attention_heads,
+                                   cfg.decoder_ffn_embed_dim, cfg.dropout, seq_len)
 
 
 # ---- named architectures -------------------------------------------------------------------------
@@ -135,9 +170,40 @@ def _image_arch(args, filt: str, length: int) -> None:
 
 # Parameter counts (the "focus_classifier: N parameters" line fairseq-train logs; tests check them):
 # focus_smnist / focus_pmnist 16.98M, _static 16.58M, _ema 16.38M;
-# focus_scifar (3 channels) 17.11M, _static 16.58M, _ema 16.39M.
+# focus_scifar (3 channels) 17.11M, _static 16.58M, _ema 16.39M. The ``_paper`` names keep these
+# settings (the paper's head and whole-image chunk) whatever the unsuffixed archs become.
 for _name, _length in (("smnist", 784), ("pmnist", 784), ("scifar", 1024)):
     for _suffix, _filter in (("", "adaptive"), ("_static", "static"), ("_ema", "ema")):
-        register_model_architecture("focus_classifier", f"focus_{_name}{_suffix}")(
-            lambda args, filt=_filter, length=_length: _image_arch(args, filt, length)
-        )
+        for _tail in ("", "_paper"):
+            register_model_architecture("focus_classifier", f"focus_{_name}{_suffix}{_tail}")(
+                lambda args, filt=_filter, length=_length: _image_arch(args, filt, length)
+            )
+
+
+# ---- the small archs (the digits study: recipes/smnist/digits_study.py) -------------------------------
+
+# Each head at the LM study's Θ map and mode (stable + carry); MEGA's block for the EMA; the
+# transformer baseline. Sizes are the config's (2 blocks, D 128) unless the command line gives others.
+SMALL_HEADS = {
+    "selective": {"focus_filter": "selective", "iir_mode": "carry", "theta_param": "stable", "block_wiring": "paper"},
+    "static": {"focus_filter": "static", "iir_mode": "carry", "theta_param": "stable", "block_wiring": "paper"},
+    "ema": {"focus_filter": "ema", "iir_mode": "carry", "block_wiring": "mega"},
+    "transformer": {"backbone": "transformer"},
+}
+
+
+def _small(args, head: str, extra=None) -> None:
+    set_defaults(args, {**SMALL_HEADS[head], **(extra or {})})
+    base_architecture(args)
+
+
+@register_model_architecture("focus_classifier", "focus_classifier_paper")
+def focus_classifier_paper(args) -> None:
+    """The model's own defaults before the heads study: the hypernetwork head in ``--iir-mode paper``,
+    eq. 5's Θ, mean pooling."""
+    base_architecture(args)
+
+
+for _head in ("selective", "static", "ema", "transformer"):
+    register_model_architecture("focus_classifier", f"focus_classifier_{_head}")(
+        lambda args, head=_head: _small(args, head))

@@ -40,6 +40,9 @@ class FocusLMConfig(FocusModelConfig):
 
 def check_causal(cfg) -> None:
     """A causal task must not be built with a filter that looks ahead."""
+    if getattr(cfg, "bidirectional_filter", False):
+        raise ValueError("--bidirectional-filter reads later positions (the filter also runs over the reversed "
+                         "sequence); it is for whole-sequence classification, not a causal model")
     if cfg.focus_filter != "ema" and cfg.iir_mode not in CAUSAL_MODES:
         raise ValueError(
             f"--iir-mode {cfg.iir_mode} is not causal (the paper's eq. 6 multiplies each bin's FFT by the "

@@ -43,6 +43,13 @@ class FocusStackConfig:
                           "across bins; paper: eq. 6 literally (circular per bin, looks ahead inside a bin: NOT "
                           "causal, refused by causal LMs; for whole-sequence classification)"},
     )
+    bidirectional_filter: bool = field(
+        default=False,
+        metadata={"help": "run each block's filter forward and, with its own parameters, over the time-reversed "
+                          "sequence, and sum the two (MEGA's bidirectional EMA for its image models): every "
+                          "position sees the whole sequence. Whole-sequence classification only (causal tasks "
+                          "refuse it); selective, static and ema heads (modules/bidirectional_filter.py)"},
+    )
     filter_input: str = field(
         default="x",
         metadata={"help": "what the global filter filters. x: the normed block input (the paper); product "
@@ -190,5 +197,8 @@ def validate(cfg: FocusStackConfig) -> None:
         raise ValueError(f"--selective-form must be one of {FORMS}, got {cfg.selective_form!r}")
     if cfg.selective_rank < 1:
         raise ValueError(f"--selective-rank must be positive, got {cfg.selective_rank}")
+    if getattr(cfg, "bidirectional_filter", False) and cfg.focus_filter in HYPER_FILTERS:
+        raise ValueError(f"--bidirectional-filter needs a head that reads no left-to-right hypernetwork embedding "
+                         f"(selective, static or ema), got --focus-filter {cfg.focus_filter}")
     if cfg.focus_filter in HYPER_FILTERS and cfg.bin_size % cfg.oversampling != 0:
         raise ValueError(f"--bin-size {cfg.bin_size} must be a multiple of --oversampling {cfg.oversampling}")

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import Tensor, nn
 
+from .bidirectional_filter import build_block_filter
 from .config import HYPER_FILTERS, upgrade_renamed, validate
 from .focus_layer import FocusBlock
-from .global_filter import build_encoder, build_filter, iir_core, rename_prefix
+from .global_filter import build_encoder, iir_core, rename_prefix
 from .streaming import IncrementalState, StreamingModule
 
 
@@ -39,7 +40,7 @@ class FocusStack(StreamingModule):
         self.shared_encoder = build_encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
         own = adaptive and cfg.no_share_hypernet
         self.blocks = nn.ModuleList(
-            [FocusBlock(cfg, build_filter(cfg, build_encoder(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
+            [FocusBlock(cfg, build_block_filter(cfg, build_encoder(cfg) if own else None)) for _ in range(cfg.decoder_layers)]
         )
         if cfg.checkpoint_activations or cfg.offload_activations:
             for block in self.blocks:  # patches block.forward only: forward_stream (decoding) keeps no graph anyway
