@@ -36,8 +36,10 @@ def accuracy_of(stdout: str) -> float:
 def test_smnist_recipe_end_to_end(tmp_path):
     raw = write_fake_mnist(tmp_path / "raw", n_train=40, n_test=13)
     env = {"MNIST_DIR": str(raw), "DEST": str(tmp_path / "mnist"), "VALID_SIZE": "8"}
-    out = bash("smnist/prepare.sh", tmp_path, {**env, "VERIFY_CHECKSUMS": "0"}).stdout
-    assert "train 32, valid 8, test 13" in out
+    prepared = bash("smnist/prepare.sh", tmp_path, {**env, "VERIFY_CHECKSUMS": "0"})
+    assert "train 32, valid 8, test 13" in prepared.stdout
+    notes = [line for line in prepared.stderr.splitlines() if line.startswith("note: VERIFY_CHECKSUMS=0")]
+    assert len(notes) == 1 and "not checked" in notes[0]  # one line says the checksums are off
 
     data, ckpts = str(tmp_path / "mnist"), str(tmp_path / "ckpt")
     train = bash("smnist/train.sh", tmp_path, {**TRAIN_ENV, "DATA": data, "SAVE_DIR": ckpts})

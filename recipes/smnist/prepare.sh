@@ -5,7 +5,8 @@
 #   MNIST_DIR         a local directory holding the four official .gz files (then nothing is downloaded)
 #   RAW_DIR           where downloads go (default raw/mnist)
 #   VALID_SIZE        the last VALID_SIZE of the 60,000 training images become the valid split (5000)
-#   VERIFY_CHECKSUMS  1 (default): check the MD5s torchvision checks; 0: skip (for test-made files)
+#   VERIFY_CHECKSUMS  1 (default): check the MD5s torchvision checks; 0: skip, with a one-line note on stderr
+#                     (any other real 28x28 grey set in the official IDX layout and names, or test-made files)
 #   MNIST_MIRRORS     space-separated base URLs, tried in order
 set -euo pipefail
 
@@ -43,5 +44,8 @@ else
 fi
 
 verify=()
-[[ "$VERIFY_CHECKSUMS" == 1 ]] || verify=(--no-verify)
+if [[ "$VERIFY_CHECKSUMS" != 1 ]]; then
+    verify=(--no-verify)
+    echo "note: VERIFY_CHECKSUMS=0: the MD5s of the official MNIST files are not checked; the IDX files in $SRC are used as given (another 28x28 set in MNIST's layout, e.g. Fashion-MNIST, is fine)" >&2
+fi
 python -m fairseq_focus.data.prepare_pixels mnist --raw-dir "$SRC" --out "$DEST" --valid-size "$VALID_SIZE" "${verify[@]}"
