@@ -9,11 +9,14 @@ import pytest
 import scipy.signal
 import torch
 
-from fairseq_focus.ops.iir import (companion_rows, iir_filter, iir_filter_lti, iir_filter_lti_ref, iir_filter_ref,
+from fairseq_focus.ops.iir import (companion_rows, iir_filter, iir_filter_bins, iir_filter_lti, iir_filter_lti_ref, iir_filter_ref,
                                    iir_step, impulse_response)
 from fairseq_focus.ops.theta import MAX_RADIUS
 
 SIZES = [(1, 1, 1, 1, 1), (2, 3, 4, 7, 1), (2, 5, 3, 13, 3), (1, 2, 6, 1, 2), (3, 1, 2, 33, 4)]  # B, D, Nbins, R, F
+# iir_filter runs ``carry`` on the fused per-sample scan on this CPU; iir_filter_bins is the per-bin path (the
+# only one for causal / paper): both are tied to the oracles and the loop twin
+FAST = {"dispatch": iir_filter, "bins": iir_filter_bins}
 
 
 def random_theta(shape, rng, dtype=torch.float64):
@@ -86,14 +89,15 @@ def assert_close(actual, expected, rtol):
     assert err <= rtol * scale, f"max error {err:.3g} > {rtol:g} × scale {scale:.3g}"
 
 
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("mode", ["causal", "carry"])
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
-def test_recursive_modes_match_lfilter(size, mode, dtype, rtol):
+def test_recursive_modes_match_lfilter(size, mode, dtype, rtol, impl):
     for seed in range(3):
         x, theta = make_inputs(size, seed, dtype)
         expected = lfilter_oracle(x, theta, mode)
-        assert_close(iir_filter(x, theta, mode), expected, rtol)
+        assert_close(FAST[impl](x, theta, mode), expected, rtol)
         assert_close(iir_filter_ref(x, theta, mode), expected, rtol)
 
 
@@ -107,33 +111,36 @@ def test_paper_mode_matches_direct_equations(size, dtype, rtol):
         assert_close(iir_filter_ref(x, theta, "paper"), expected, rtol)
 
 
-def test_carry_with_initial_state_matches_lfilter():
+@pytest.mark.parametrize("impl", FAST)
+def test_carry_with_initial_state_matches_lfilter(impl):
     x, theta = make_inputs((2, 3, 5, 6, 2), 7)
     state = torch.randn(2, 3, 2, 2, dtype=torch.float64)
     expected = lfilter_oracle(x, theta, "carry", state=state)
-    y, final = iir_filter(x, theta, "carry", state=state, return_state=True)
+    y, final = FAST[impl](x, theta, "carry", state=state, return_state=True)
     assert_close(y, expected, 1e-9)
     y_ref, final_ref = iir_filter_ref(x, theta, "carry", state=state, return_state=True)
     torch.testing.assert_close(final, final_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("mode", ["causal", "carry"])
 @pytest.mark.parametrize("size", SIZES)
-def test_fast_path_matches_reference_values_and_state(mode, size):
+def test_fast_path_matches_reference_values_and_state(mode, size, impl):
     x, theta = make_inputs(size, 11)
-    y, state = iir_filter(x, theta, mode, return_state=True)
+    y, state = FAST[impl](x, theta, mode, return_state=True)
     y_ref, state_ref = iir_filter_ref(x, theta, mode, return_state=True)
     torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(state, state_ref, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("mode", ["causal", "carry", "paper"])
-def test_fast_path_gradients_match_reference(mode):
+def test_fast_path_gradients_match_reference(mode, impl):
     x, theta = make_inputs((2, 3, 3, 5, 2), 3)
     x.requires_grad_(True)
     theta.requires_grad_(True)
     weights = torch.randn(x.shape, dtype=torch.float64)
-    grads = torch.autograd.grad((iir_filter(x, theta, mode) * weights).sum(), (x, theta))
+    grads = torch.autograd.grad((FAST[impl](x, theta, mode) * weights).sum(), (x, theta))
     grads_ref = torch.autograd.grad((iir_filter_ref(x, theta, mode) * weights).sum(), (x, theta))
     for g, g_ref in zip(grads, grads_ref):
         torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-9)
@@ -148,10 +155,11 @@ def test_gradcheck(mode):
     assert torch.autograd.gradcheck(lambda a, b: iir_filter(a, b, mode), (x, theta))
 
 
-def test_carry_state_gradient_matches_reference():
+@pytest.mark.parametrize("impl", FAST)
+def test_carry_state_gradient_matches_reference(impl):
     x, theta = make_inputs((1, 2, 3, 4, 2), 9)
     state = torch.randn(1, 2, 2, 2, dtype=torch.float64, requires_grad=True)
-    out = iir_filter(x, theta, "carry", state=state, return_state=True)
+    out = FAST[impl](x, theta, "carry", state=state, return_state=True)
     ref = iir_filter_ref(x, theta, "carry", state=state, return_state=True)
     g = torch.autograd.grad(out[0].sum() + out[1].sum(), state)[0]
     g_ref = torch.autograd.grad(ref[0].sum() + ref[1].sum(), state)[0]

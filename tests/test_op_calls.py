@@ -1,8 +1,8 @@
 """The operator-call budget of one layer (forward + backward), the launch count a GPU pays per layer.
 
-Calls are deterministic (unlike wall-clock time), so they are asserted: the default (selective) layer and
-Focus-H's static carry layer make a fixed number of calls whatever L, at most 2× the same block with MEGA's
-EMA (issue 23's bound, 560 at D 64); and the counter sees a path whose calls grow with L (the chunked torch
+Calls are deterministic (unlike wall-clock time), so they are asserted: the default (selective) layer,
+Focus-H's static carry layer and the hypernetwork head's carry layer make a fixed number of calls whatever L,
+at most 2× the same block with MEGA's EMA (issue 23's bound, 560 at D 64); and the counter sees a path whose calls grow with L (the chunked torch
 scan the fused kernel replaced), so the bound can fail."""
 import pytest
 import torch
@@ -14,7 +14,7 @@ BOUND = 560  # 2 × mega-ema's 279 at D 64 (tools/op_calls.py), rounded as in th
 LENGTHS = (1024, 4096)
 
 
-@pytest.mark.parametrize("name", ["focus-selective-carry", "focus-static-carry"])
+@pytest.mark.parametrize("name", ["focus-selective-carry", "focus-static-carry", "focus-adaptive-carry"])
 def test_layer_calls_are_fixed_and_within_twice_the_ema_block(name):
     counts = [layer_calls(name, length)[1] for length in LENGTHS]
     assert counts[0] == counts[1], f"{name}: compute calls grow with L: {counts}"

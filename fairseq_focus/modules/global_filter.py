@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.ema import ema_filter, ema_filter_stream
-from ..ops.iir import iir_filter, iir_filter_lti, iir_filter_segment
+from ..ops.iir import iir_filter, iir_filter_bins, iir_filter_lti, iir_filter_segment
 from ..ops.precision import compute_dtype, no_autocast
 from ..ops.segments import blocks_touched
 from ..ops.selective_iir import tv_iir_filter, tv_iir_stream
@@ -136,8 +136,8 @@ class StaticIIRFilter(IIRFilter):
         return iir_filter_lti(x.transpose(1, 2), theta).transpose(1, 2)  # op on (B, D, L)
 
     def forward_bins(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
-        """The per-bin path (:meth:`IIRFilter.forward`): Θ per bin, the state carried by a scan over bins."""
-        return super().forward(x, e)
+        """The per-bin path (``ops/iir.py`` ``iir_filter_bins``): Θ per bin, the state carried by a scan over bins."""
+        return iir_filter_bins(x.transpose(1, 2), self.theta(x, e), self.mode).transpose(1, 2)  # op on (B, D, L)
 
 
 class SelectiveIIRFilter(IIRFilter):

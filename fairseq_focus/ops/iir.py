@@ -20,8 +20,10 @@ Modes (see DESIGN.md "Filter modes"):
   exact *linear* convolution of the bin with the filter's impulse response h (FFT with zero padding
   to 2R; no conjugate, nothing circular). Output t depends on inputs ≤ t of its bin only.
 * ``carry``: the same recursion with its state carried across bins: the true time-varying IIR over
-  the whole sequence. Computed as the ``causal`` output plus each bin's free response to the state
-  left by the previous bins; the bin-end states follow from an associative scan over bins.
+  the whole sequence. Computed by the fused per-sample scan of ``ops/selective_fused.py`` (Θ repeated
+  over each bin, companion form) where a kernel is at hand; else (:func:`iir_filter_bins`) as the
+  ``causal`` output plus each bin's free response to the state left by the previous bins, the bin-end
+  states from an associative scan over bins.
 * ``paper``: eq. 4-8 literally: X = FFT_R(x_bin), X_f = X ∘ conj(H), summed over F, IFFT. Because of
   the conjugate and the missing padding this is a *circular cross-correlation*: output t mixes in
   inputs t+1… of the same bin. NOT causal; for whole-sequence classification and ablations only.
@@ -61,9 +63,11 @@ from torch.autograd.function import once_differentiable
 from .fft_conv import fft_causal_conv
 from .long_conv import causal_conv
 from .precision import compute_dtype, no_autocast
+from .selective_fused import fused_scan, kernel_for
 from .segments import split_at_boundaries
 
 MODES = ("causal", "carry", "paper")
+FUSED_CHUNK = 64  # the fused scan's checkpoint interval in ``carry`` mode (the result does not depend on it)
 CAUSAL_MODES = ("causal", "carry")
 LOG_FLOOR = -80.0  # log|q| is floored here: |q| < e⁻⁸⁰ adds under e⁻⁸⁰ to any tap, and q = 0 stays finite
 
@@ -318,6 +322,10 @@ def iir_filter(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[T
                return_state: bool = False):
     """Filter x with per-bin order-2 IIR filter banks (fast, parallel path).
 
+    ``carry`` runs on the fused per-sample scan where a kernel is at hand (``ops/selective_fused.py``: Θ
+    repeated over each bin's R samples, the companion form; one call forward and one backward whatever L);
+    everything else, and ``carry`` without a kernel, on :func:`iir_filter_bins`. Same values either way.
+
     Args:
         x: (B, D, L) real input.
         theta: (B, Nbins, D, F, 2) coefficients inside the stability triangle; L must be a multiple of Nbins.
@@ -328,6 +336,17 @@ def iir_filter(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[T
     Returns:
         y (B, D, L) in x's dtype, or (y, final_state) when ``return_state``.
     """
+    r = _check(x, theta, mode, state, return_state)
+    if mode != "carry" or kernel_for(x.device) is None:
+        return iir_filter_bins(x, theta, mode, state, return_state)
+    y, final = fused_scan(x, theta.repeat_interleave(r, dim=1), None, state, False, FUSED_CHUNK)  # Θ (B, L, D, F, 2)
+    return (y, final) if return_state else y
+
+
+def iir_filter_bins(x: Tensor, theta: Tensor, mode: str = "causal", state: Optional[Tensor] = None,
+                    return_state: bool = False):
+    """:func:`iir_filter` bin by bin (module docstring: per-bin FFT convolutions, and for ``carry`` a scan over
+    the bins' end states). Same signature and values; ``carry``'s second twin where the fused scan runs."""
     r = _check(x, theta, mode, state, return_state)
     dtype = compute_dtype(x)
     with no_autocast(x):

@@ -27,10 +27,12 @@ Kernels, one per device type, with the same two functions (``fwd``, ``bwd``; sha
 once per device type.
 """
 import logging
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from .precision import compute_dtype, no_autocast
 
 try:
     from .. import _selective_cpu
@@ -80,3 +82,18 @@ class TVIIRScan(torch.autograd.Function):
         dfinal = theta.new_zeros(shape) if dfinal is None else dfinal.contiguous()
         dtheta, du, dstate0 = ctx.kernel.bwd(theta, u, ckpt, dy, dfinal, ctx.lattice, ctx.chunk)
         return dtheta, du, dstate0, None, None
+
+
+def fused_scan(x: Tensor, theta: Tensor, gain: Optional[Tensor], state: Optional[Tensor], lattice: bool,
+               chunk: int) -> Tuple[Tensor, Tensor]:
+    """x (B, D, L), θ per sample (B, L, D, F, 2), gain (B, L, D) or None, state (B, D, F, 2) or None ->
+    y (B, D, L) in x's dtype and the final state, through :class:`TVIIRScan` (fp32 math, fp64 stays fp64,
+    autocast off). Arguments already checked; :func:`kernel_for` has a kernel for x's device."""
+    bsz, dim, _ = x.shape
+    dtype = compute_dtype(x)
+    with no_autocast(x):
+        u = x.transpose(1, 2).to(dtype)  # (B, L, D): the kernels' layout (a view when x came from (B, L, D))
+        u = (u if gain is None else u * gain.to(dtype)).contiguous()
+        s0 = x.new_zeros(bsz, dim, theta.size(3), 2, dtype=dtype) if state is None else state.to(dtype).contiguous()
+        y, final = TVIIRScan.apply(theta.to(dtype).contiguous(), u, s0, lattice, chunk)
+    return y.transpose(1, 2).to(x.dtype), final.to(x.dtype)  # (B, D, L)

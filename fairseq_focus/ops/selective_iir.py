@@ -52,7 +52,7 @@ from torch import Tensor
 
 from .iir import iir_step
 from .precision import compute_dtype, no_autocast
-from .selective_fused import TVIIRScan, kernel_for
+from .selective_fused import fused_scan, kernel_for
 
 DEFAULT_CHUNK = 32
 FORMS = ("lattice", "companion")
@@ -151,15 +151,8 @@ def tv_iir_filter(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state
     _check(x, theta, gain, state, form, chunk)
     if kernel_for(x.device) is None:
         return tv_iir_filter_scan(x, theta, gain, state, return_state, chunk, form)
-    bsz, dim, length = x.shape
-    dtype = compute_dtype(x)
-    with no_autocast(x):
-        u = x.transpose(1, 2).to(dtype)  # (B, L, D): the kernel's layout (a view when x came from (B, L, D))
-        u = (u if gain is None else u * gain.to(dtype)).contiguous()
-        s0 = x.new_zeros(bsz, dim, theta.size(3), 2, dtype=dtype) if state is None else state.to(dtype).contiguous()
-        y, final = TVIIRScan.apply(theta.to(dtype).contiguous(), u, s0, form == "lattice", chunk)
-        y = y.transpose(1, 2).to(x.dtype)  # (B, D, L)
-    return (y, final.to(x.dtype)) if return_state else y
+    y, final = fused_scan(x, theta, gain, state, form == "lattice", chunk)
+    return (y, final) if return_state else y
 
 
 def tv_iir_filter_scan(x: Tensor, theta: Tensor, gain: Optional[Tensor] = None, state: Optional[Tensor] = None,
