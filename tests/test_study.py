@@ -115,3 +115,96 @@ def test_stdlib_corpus_is_held_out_from_the_demo_and_has_no_codec_tables(tmp_pat
     assert b"ARABIC LETTER" not in data  # the cp864 codec table's comments, which the plain stream has here
     proc = run([STUDY / "run.py", "prepare", "--work", tmp_path / "w", "--corpus", "nope"], check=False)
     assert proc.returncode != 0 and "invalid choice" in proc.stderr and not (tmp_path / "w").exists()
+    assert "'sitepkgs'" in proc.stderr.strip().splitlines()[-1]  # one line, naming every corpus
+
+
+def _study_run():
+    sys.path.insert(0, str(STUDY))
+    try:
+        import run as study_run
+    finally:
+        sys.path.remove(str(STUDY))
+    return study_run
+
+
+def test_sitepkgs_corpus_gives_every_split_a_part_of_every_package():
+    """--corpus sitepkgs (the 4x check) on a tiny cap: each package's first bytes in sorted path order, split
+    80/10/10 per package, laid out so that the study's positional split gives train, valid and test a part of
+    every package; sources outside the stdlib tree the demo and the study read; the same bytes twice."""
+    import importlib.util
+    import sysconfig
+    from fairseq_focus.data.byte_corpus import split
+    r = _study_run()
+    cap, n = 1000, len(r.SITEPKGS)
+    data, info = r.sitepkgs_bytes(per_package=cap)
+    assert len(data) == n * cap == info["bytes"] and [p["package"] for p in info["packages"]] == [p for p, _ in r.SITEPKGS]
+    parts = split(data, r.FRACTIONS)
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    for i, (package, _) in enumerate(r.SITEPKGS):
+        source, files = r.package_source(package, cap)
+        assert files == sorted(files, key=lambda f: f.split("/", 1)[1]) and files[0] == info["packages"][i]["first_file"]
+        assert parts["train"][800 * i:800 * (i + 1)] == source[:800]
+        assert parts["valid"][100 * i:100 * (i + 1)] == source[800:900] and parts["test"][100 * i:100 * (i + 1)] == source[900:]
+        root = Path(list(importlib.util.find_spec(package).submodule_search_locations)[0]).resolve()
+        assert stdlib not in root.parents or "site-packages" in root.relative_to(stdlib).parts  # stdlib_source skips it
+    assert r.valid_sample(parts["valid"], info) == b"".join(parts["valid"][100 * i:100 * i + 12] for i in range(n))
+    assert r.sitepkgs_bytes(per_package=cap)[0] == data and r.sitepkgs_bytes(per_package=cap)[1]["sha256"] == info["sha256"]
+    # at full size the train split holds every token the scale4x budget reads
+    budget = r.make_budget("scale4x")
+    assert budget["max_update"] * budget["max_tokens"] <= n * int(r.FRACTIONS[0] * r.SITEPKGS_BYTES)
+
+
+def test_scale4x_budget_checkpoints_and_validates_and_the_study_budget_is_unchanged():
+    r = _study_run()
+    assert r.make_budget("study") == r.BUDGET  # results made before the presets still match their budget
+    study = r.train_command(Path("d"), Path("o"), ["--arch", "focus_lm"], 1, r.make_budget("study"))
+    assert "--disable-validation" in study and "--no-save-optimizer-state" in study
+    b = r.make_budget("scale4x")
+    assert (b["tokens_per_sample"], b["max_tokens"], b["max_update"]) == (2048, 8192, 1000)
+    cmd = r.train_command(Path("d"), Path("o"), ["--arch", "focus_lm"], 1, b)
+    assert "--disable-validation" not in cmd and "--no-save-optimizer-state" not in cmd  # Adam's state resumes too
+    for flag, value in (("--save-interval-updates", "100"), ("--keep-interval-updates", "1"),
+                        ("--validate-interval-updates", "100"), ("--valid-subset", "valid_sample")):
+        assert cmd[cmd.index(flag) + 1] == value
+    assert r.eval_blocks(b) == [2048, 8192] and r.make_budget("scale4x", max_update=5)["max_update"] == 5
+
+
+@pytest.mark.slow
+def test_an_interrupted_checkpointed_run_resumes_and_a_finished_training_is_not_repeated(work, tmp_path):
+    v = variants(tmp_path, [f"resume {TINY_FOCUS}"])
+    small = ["--budget", "scale4x", "--tokens-per-sample", "128", "--max-tokens", "256", "--warmup-updates", "1",
+             "--save-interval-updates", "2", "--validate-interval-updates", "2", "--valid-subset", "valid",
+             "--eval-blocks", "256"]
+    base = [STUDY / "run.py", "train", "--work", work, "--variants", v, "--seeds", "1", "--jobs", "1", *small]
+    run(base + ["--max-update", "2"])
+    out = work / "runs" / "resume" / "seed1"
+    (out / "result.json").unlink()
+    (out / "train.done").unlink()  # as if stopped right after its checkpoint at update 2
+    run(base + ["--max-update", "4"])
+    log = (out / "train.log").read_text()
+    assert log.count("$ fairseq-train") == 2 and "resuming from checkpoint_last.pt at update 2" in log
+    assert "num_updates 2" in log and "num_updates 4" in log  # the first part's curve kept
+    result = json.loads((out / "result.json").read_text())
+    assert result["updates"] == 4 and set(result["test_bpc_by_block"]) == {"128", "256"}
+    (out / "result.json").unlink()  # eval interrupted: rerunning scores again without training again
+    run(base + ["--max-update", "4"])
+    assert (out / "train.log").read_text().count("$ fairseq-train") == 2
+    assert json.loads((out / "result.json").read_text())["test_bpc_by_block"] == result["test_bpc_by_block"]
+    curves = run([STUDY / "plot_curves.py", work]).stdout
+    assert "| 2 |" in curves and "| 4 |" in curves and "resume seed 1" in curves
+
+
+def test_plot_curves_reads_valid_bpc_and_the_later_line_of_a_resumed_update_wins(tmp_path):
+    line = "2026-12-05 22:06:27 | INFO | valid | epoch 001 | valid on '{s}' subset | loss {b} | bpc {b} | ppl 1 | num_updates {u}"
+    for name, rows in (("b", [(100, 3.0), (200, 2.5), (200, 2.4)]), ("a", [(100, 3.2)])):
+        out = tmp_path / "runs" / name / "seed1"
+        out.mkdir(parents=True)
+        (out / "train.log").write_text("\n".join(line.format(s="valid_sample", b=b, u=u) for u, b in rows) + "\n")
+    (tmp_path / "variants.txt").write_text("# order\nb --arch focus_lm\na --arch focus_lm\n")
+    proc = run([STUDY / "plot_curves.py", tmp_path, "--out", tmp_path / "c.png"])
+    assert proc.stdout.splitlines()[:4] == ["| updates | b seed 1 | a seed 1 |", "|---|---|---|",
+                                            "| 100 | 3.0000 | 3.2000 |", "| 200 | 2.4000 | — |"]
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run([STUDY / "plot_curves.py", empty], check=False).returncode != 0

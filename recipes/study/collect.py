@@ -5,7 +5,8 @@
 Reads WORK/runs/<variant>/seed<k>/result.json (written by run.py only when a run's training and
 evaluation both succeeded) and prints one markdown row per variant, in the order of
 WORK/variants.txt: parameters, updates, test BPC of every seed, their mean, and the mean training
-and evaluation seconds per run. Variants listed but without results are "—".
+and evaluation seconds per run. Variants listed but without results are "—". Runs scored at more than
+one block length (run.py --eval-blocks, e.g. --budget scale4x) get a column per further length and seed.
 """
 import importlib.util
 import json
@@ -31,7 +32,10 @@ def table(work: Path) -> str:
              if line.strip() and not line.lstrip().startswith("#")] if order_file.exists() else []
     order += sorted(set(results) - set(order))
     seeds = sorted({r["seed"] for rs in results.values() for r in rs})
-    head = ["variant", "params", "updates"] + [f"BPC seed {s}" for s in seeds] + ["mean BPC", "train s", "eval s"]
+    trained = {str(r["budget"]["tokens_per_sample"]) for rs in results.values() for r in rs}
+    extra = sorted({b for rs in results.values() for r in rs for b in r.get("test_bpc_by_block", {})} - trained, key=int)
+    head = ["variant", "params", "updates"] + [f"BPC seed {s}" for s in seeds] + ["mean BPC"]
+    head += [f"BPC@{b} seed {s}" for b in extra for s in seeds] + ["train s", "eval s"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in order:
         rs = {r["seed"]: r for r in results.get(name, [])}
@@ -43,6 +47,9 @@ def table(work: Path) -> str:
         cells = [name, f"{any_r['params']:,}", updates]
         cells += [f"{rs[s]['test_bpc']:.4f}" if s in rs else "—" for s in seeds]
         cells.append(f"{statistics.mean(r['test_bpc'] for r in rs.values()):.4f}")
+        for b in extra:
+            cells += [f"{rs[s]['test_bpc_by_block'][b]:.4f}" if b in rs.get(s, {}).get("test_bpc_by_block", {}) else "—"
+                      for s in seeds]
         cells.append(f"{statistics.mean(r['train_seconds'] for r in rs.values()):.0f}")
         cells.append(f"{statistics.mean(r['eval_seconds'] for r in rs.values()):.0f}")
         rows.append("| " + " | ".join(cells) + " |")
