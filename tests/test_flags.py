@@ -44,7 +44,7 @@ def build_lm(data: Path, flags, arch: str = "focus_lm_paper"):  # the hypernetwo
 
 def build_classifier(flags):
     args = parse(["/nonexistent", "--user-dir", USER_DIR, "--task", "pixel_sequence_classification",
-                  "--arch", "focus_classifier", "--num-classes", "3"] + TINY + flags)
+                  "--arch", "focus_classifier_paper", "--num-classes", "3"] + TINY + flags)  # the hypernetwork head
     cfg = convert_namespace_to_omegaconf(args)
     task = SimpleNamespace(channels=1, cfg=SimpleNamespace(num_classes=3, permute_seed=None), permutation=None,
                            seq_len=32)

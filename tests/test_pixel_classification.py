@@ -272,9 +272,10 @@ def test_checkpoint_refuses_another_permutation(tmp_path):
 
 
 def test_image_archs(tmp_path):
+    """The reproduction setting (the image archs before issue 26) under its ``_paper`` names."""
     from fairseq.models import ARCH_CONFIG_REGISTRY
     for name, length in (("smnist", 784), ("pmnist", 784), ("scifar", 1024)):
-        for suffix, filt in (("", "adaptive"), ("_static", "static"), ("_ema", "ema")):
+        for suffix, filt in (("_paper", "adaptive"), ("_static_paper", "static"), ("_ema_paper", "ema")):
             args = Namespace()
             ARCH_CONFIG_REGISTRY[f"focus_{name}{suffix}"](args)
             assert (args.focus_filter, args.decoder_layers, args.decoder_embed_dim) == (filt, 6, 512)  # paper §5.3
@@ -284,12 +285,31 @@ def test_image_archs(tmp_path):
     # the parameter counts in the arch comment
     task = _task(_prepared(tmp_path, shape=(28, 28)))
     counts = {}
-    for suffix in ("", "_static", "_ema"):
+    for suffix in ("_paper", "_static_paper", "_ema_paper", "", "_causal", "_static", "_ema", "_transformer"):
         args = Namespace()
         ARCH_CONFIG_REGISTRY[f"focus_smnist{suffix}"](args)
         model = FocusClassifier.build_model(FocusClassifierConfig(**vars(args)), task)
         counts[suffix] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
-    assert counts == {"": 16.98, "_static": 16.58, "_ema": 16.38}
+    assert counts == {"_paper": 16.98, "_static_paper": 16.58, "_ema_paper": 16.38,
+                      "": 17.36, "_causal": 16.96, "_static": 16.58, "_ema": 16.57, "_transformer": 16.17}
+
+
+def test_image_archs_defaults_since_issue_26():
+    """The selective head both ways, chunks of four image rows; _causal reads left to right."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    for name, length, chunk in (("smnist", 784, 112), ("pmnist", 784, 112), ("scifar", 1024, 128)):
+        expect = {"": ("focus", "selective", True, "mean"), "_causal": ("focus", "selective", None, "last"),
+                  "_static": ("focus", "static", True, "mean"), "_ema": ("focus", "ema", True, "mean"),
+                  "_transformer": ("transformer", "adaptive", None, "mean")}
+        for suffix, values in expect.items():
+            args = Namespace()
+            ARCH_CONFIG_REGISTRY[f"focus_{name}{suffix}"](args)
+            assert (args.backbone, args.focus_filter, args.bidirectional_filter, args.pooling) == values
+            assert (args.chunk_size, args.decoder_layers, args.decoder_embed_dim) == (chunk, 6, 512)
+            assert length % args.chunk_size == 0  # whole chunks: the stack pads nothing
+            if values[1] != "ema" and values[0] == "focus":
+                assert (args.iir_mode, args.theta_param) == ("carry", "stable")
+            assert args.block_wiring == ("mega" if values[1] == "ema" else "paper")
 
 
 # ---- criterion and registrations -------------------------------------------------------------------

@@ -45,7 +45,8 @@ def test_smnist_recipe_end_to_end(tmp_path):
     train = bash("smnist/train.sh", tmp_path, {**TRAIN_ENV, "DATA": data, "SAVE_DIR": ckpts})
     log = train.stdout + train.stderr
     assert re.search(r"train_inner .*accuracy=", log) and re.search(r"valid on 'valid' subset .*\| accuracy ", log)
-    assert "filter=adaptive, iir_mode=paper" in log and "bin=196, chunk=784, sequence length 784" in log
+    assert "filter=selective, bidirectional=True, iir_mode=carry, theta=stable, pooling=mean" in log  # the default
+    assert "chunk=112, sequence length 784" in log
     printed = accuracy_of(bash("smnist/eval.sh", tmp_path, {"DATA": data, "SAVE_DIR": ckpts, "BATCH_SIZE": "5"}).stdout)
 
     # the number eval.sh prints is the fraction of the 13 test images the checkpoint classifies right

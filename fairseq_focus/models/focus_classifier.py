@@ -5,10 +5,11 @@
                          -> Linear(D, num_classes) logits
 
 Each pixel's C normalized values go through one learned linear map to D (as MEGA's LRA image task
-embeds pixels). The whole image is the input, so the filter may look ahead inside a bin: the image
-archs default to ``--iir-mode paper`` (eq. 6 as the paper computes it and as its Table 4 numbers
-were produced); ``--iir-mode causal`` / ``carry`` with ``--pooling last`` give a model in which the
-label is read after a strictly left-to-right pass.
+embeds pixels). The whole image is the input, so a filter may read later pixels: the image archs run
+the selective head both ways (``--bidirectional-filter``), and the ``_paper`` archs keep the paper's
+``--iir-mode paper`` (eq. 6 as the paper computes it, looking ahead inside a bin, as its Table 4 numbers
+were produced); ``--iir-mode causal`` / ``carry`` without ``--bidirectional-filter``, with ``--pooling
+last`` (the ``_causal`` archs), give a model that reads the label after a strictly left-to-right pass.
 
 Heads (``--focus-filter``; ``models/focus_lm.py`` names the same settings for the LM):
 
@@ -37,7 +38,7 @@ from typing import Optional
 import numpy as np
 import torch
 from fairseq.dataclass import ChoiceEnum
-from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
+from fairseq.models import ARCH_CONFIG_REGISTRY, BaseFairseqModel, register_model, register_model_architecture
 from torch import Tensor, nn
 
 from ..modules.focus_stack import FocusStack
@@ -144,14 +145,15 @@ def base_architecture(args) -> None:
 
 
 def _image_arch(args, filt: str, length: int) -> None:
-    """Paper §5.3: hidden dimension 512 and 6 layers, following S4.
+    """Paper §5.3: hidden dimension 512 and 6 layers, following S4 (the ``_paper`` archs as they are;
+    the defaults below set their head and chunk first).
 
     The paper gives no other widths for images: the value/gate dim H = 2·D and the z dim 128 follow
     MEGA's ratios, the FFN is D wide as in MEGA's LRA image model. Bins of L/4 samples (the paper's
     NFFT = L/4, Table 6); one attention chunk spans the whole image (M = L), so no padding is needed
-    (L is a multiple of both); the global conv kernel covers the whole image. The ``_ema`` archs are
-    MEGA's block (``--block-wiring mega``), causal: MEGA's image models use a bidirectional EMA and
-    non-causal attention (README, departures).
+    (L is a multiple of both); the global conv kernel covers the whole image. The ``_ema_paper`` archs
+    are MEGA's block (``--block-wiring mega``), causal; the ``_ema`` archs run its EMA both ways, as
+    MEGA's image models do (their attention stays causal inside a chunk: README, departures).
     """
     set_defaults(args, {
         "focus_filter": filt,
@@ -168,16 +170,14 @@ def _image_arch(args, filt: str, length: int) -> None:
     base_architecture(args)
 
 
-# Parameter counts (the "focus_classifier: N parameters" line fairseq-train logs; tests check them):
-# focus_smnist / focus_pmnist 16.98M, _static 16.58M, _ema 16.38M;
-# focus_scifar (3 channels) 17.11M, _static 16.58M, _ema 16.39M. The ``_paper`` names keep these
-# settings (the paper's head and whole-image chunk) whatever the unsuffixed archs become.
+# The reproduction setting (parameter counts as fairseq-train logs them; tests check them):
+# focus_smnist_paper / focus_pmnist_paper 16.98M, _static_paper 16.58M, _ema_paper 16.38M;
+# focus_scifar_paper (3 channels) 17.11M, _static_paper 16.58M, _ema_paper 16.39M.
 for _name, _length in (("smnist", 784), ("pmnist", 784), ("scifar", 1024)):
-    for _suffix, _filter in (("", "adaptive"), ("_static", "static"), ("_ema", "ema")):
-        for _tail in ("", "_paper"):
-            register_model_architecture("focus_classifier", f"focus_{_name}{_suffix}{_tail}")(
-                lambda args, filt=_filter, length=_length: _image_arch(args, filt, length)
-            )
+    for _suffix, _filter in (("_paper", "adaptive"), ("_static_paper", "static"), ("_ema_paper", "ema")):
+        register_model_architecture("focus_classifier", f"focus_{_name}{_suffix}")(
+            lambda args, filt=_filter, length=_length: _image_arch(args, filt, length)
+        )
 
 
 # ---- the small archs (the digits study: recipes/smnist/digits_study.py) -------------------------------
@@ -207,3 +207,45 @@ def focus_classifier_paper(args) -> None:
 for _head in ("selective", "static", "ema", "transformer"):
     register_model_architecture("focus_classifier", f"focus_classifier_{_head}")(
         lambda args, head=_head: _small(args, head))
+
+
+def focus_classifier_default(args) -> None:
+    """``--arch focus_classifier``: the head the digits study measured best (selective, both ways, mean
+    pooling) at the config's sizes; the model's earlier defaults are ``focus_classifier_paper``."""
+    _small(args, "selective", {"bidirectional_filter": True, "pooling": "mean"})
+
+
+# fairseq registers a model's own name as an arch with the dataclass's defaults; replace it, as focus_lm does
+ARCH_CONFIG_REGISTRY["focus_classifier"] = focus_classifier_default
+
+
+# The image archs' defaults since issue 26 (docs/RESULTS.md, "Images"; recipes/smnist/README.md): on the
+# real 8x8 digits with chunks of a quarter image, the selective head run both ways scored above MEGA's
+# block (its EMA both ways) and a transformer encoder at equal parameters. Chunks of four image rows
+# (112 pixels of 784, 128 of 1024) make long-range structure pass through the filter; Θ per pixel from a
+# rank-32 projection (D/16, as the paper-size LMs).
+IMAGE_CHUNK = {784: 112, 1024: 128}
+IMAGE_HEADS = {
+    "": ("selective", {"bidirectional_filter": True, "pooling": "mean", "selective_rank": 32}),
+    "_causal": ("selective", {"pooling": "last", "selective_rank": 32}),  # left to right, label at the last pixel
+    "_static": ("static", {"bidirectional_filter": True, "pooling": "mean"}),
+    "_ema": ("ema", {"bidirectional_filter": True, "pooling": "mean"}),  # MEGA's block, EMA both ways (as MEGA)
+    "_transformer": ("transformer", {"pooling": "mean", "decoder_ffn_embed_dim": 1536, "encoder_attention_heads": 8}),
+}
+
+
+def _image_default(args, suffix: str, length: int) -> None:
+    """Paper §5.3's size (6 blocks, D 512, H 1024, z 128, FFN 512) with a head of :data:`IMAGE_HEADS`."""
+    head, extra = IMAGE_HEADS[suffix]
+    set_defaults(args, {**SMALL_HEADS[head], **extra, "chunk_size": IMAGE_CHUNK[length]})
+    _image_arch(args, SMALL_HEADS[head].get("focus_filter", "adaptive"), length)
+
+
+# Parameter counts (fairseq-train's "focus_classifier: N parameters"; tests check them):
+# focus_smnist / focus_pmnist 17.36M, _causal 16.96M, _static 16.58M, _ema 16.57M, _transformer 16.17M;
+# focus_scifar (3 channels) 17.36M, _causal 16.97M, _static 16.58M, _ema 16.57M, _transformer 16.30M.
+for _name, _length in (("smnist", 784), ("pmnist", 784), ("scifar", 1024)):
+    for _suffix in IMAGE_HEADS:
+        register_model_architecture("focus_classifier", f"focus_{_name}{_suffix}")(
+            lambda args, suffix=_suffix, length=_length: _image_default(args, suffix, length)
+        )

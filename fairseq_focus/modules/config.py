@@ -43,12 +43,15 @@ class FocusStackConfig:
                           "across bins; paper: eq. 6 literally (circular per bin, looks ahead inside a bin: NOT "
                           "causal, refused by causal LMs; for whole-sequence classification)"},
     )
-    bidirectional_filter: bool = field(
-        default=False,
+    # Optional: None unless given, so an arch can make it its default (fairseq gives a plain bool flag the
+    # value False when it is absent, which an arch's default could not tell from "not given")
+    bidirectional_filter: Optional[bool] = field(
+        default=None,
         metadata={"help": "run each block's filter forward and, with its own parameters, over the time-reversed "
                           "sequence, and sum the two (MEGA's bidirectional EMA for its image models): every "
                           "position sees the whole sequence. Whole-sequence classification only (causal tasks "
-                          "refuse it); selective, static and ema heads (modules/bidirectional_filter.py)"},
+                          "refuse it); selective, static and ema heads (modules/bidirectional_filter.py). On in "
+                          "the image archs; their _causal archs are the left-to-right form"},
     )
     filter_input: str = field(
         default="x",

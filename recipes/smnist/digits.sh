@@ -32,7 +32,7 @@ if [[ ! -f "$DATA/test-labels.idx" ]]; then
 fi
 
 for filter in $VARIANTS; do
-    export ARCH=focus_classifier SAVE_DIR="$WORK/checkpoints-$filter"
+    export ARCH=focus_classifier_paper SAVE_DIR="$WORK/checkpoints-$filter"  # the model's settings before issue 26
     wiring=paper; [[ "$filter" != ema ]] || wiring=mega  # MEGA (ema) is MEGA's block
     start=$(date +%s)
     EXTRA_ARGS="$MODEL --focus-filter $filter --block-wiring $wiring $USER_EXTRA_ARGS" bash "$HERE/../pixels_common/train.sh" >"$WORK/train-$filter.log" 2>&1 \

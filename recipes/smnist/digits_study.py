@@ -6,6 +6,7 @@ and the same data, through the pixel recipes' own train.sh and eval.sh.
     python recipes/smnist/digits_study.py run --work W --model focus --order sequential --seed 1
     python recipes/smnist/digits_study.py collect --work W          # the table, from W/results/*.json
     python recipes/smnist/digits_study.py models                    # what each --model is
+    python recipes/smnist/digits_study.py reference --work W        # logistic regression, RBF SVM, same split
 
 ``run`` prepares W/data once (train 1,257 / valid 180 / test 360 images, in the dataset's order),
 trains one model with ``recipes/pixels_common/train.sh``, scores the checkpoint of best valid
@@ -55,8 +56,8 @@ class StudyError(Exception):
     """A one-line reason to stop."""
 
 
-def run_name(model: str, order: str, seed: int) -> str:
-    return f"{model}-{order}-seed{seed}"
+def run_name(model: str, order: str, seed: int, lr: str = TRAIN_ENV["LR"]) -> str:
+    return f"{model}-{order}-seed{seed}" + ("" if lr == TRAIN_ENV["LR"] else f"-lr{lr}")
 
 
 def prepare(work: Path) -> Path:
@@ -96,13 +97,13 @@ def parse_train_log(log: str) -> Dict[str, object]:
             "train_seconds": float(seconds.group(1)) if seconds else None}
 
 
-def train_and_eval(work: Path, model: str, order: str, seed: int, max_update: int) -> Dict[str, object]:
-    data, name = prepare(work), run_name(model, order, seed)
+def train_and_eval(work: Path, model: str, order: str, seed: int, max_update: int, lr: str) -> Dict[str, object]:
+    data, name = prepare(work), run_name(model, order, seed, lr)
     _, arch, flags = MODELS[model].split(" ", 2)  # "--arch", the arch, its flags
     save = work / "checkpoints" / name
     if save.exists():
         raise StudyError(f"{save} exists from an earlier run; remove it to run {name} again")
-    env = {**TRAIN_ENV, "DATA": str(data), "ARCH": arch, "SAVE_DIR": str(save),
+    env = {**TRAIN_ENV, "LR": lr, "DATA": str(data), "ARCH": arch, "SAVE_DIR": str(save),
            "MAX_UPDATE": str(max_update), "SEED": str(seed), "PERMUTE_SEED": ORDERS[order],
            "EXTRA_ARGS": f"{SIZE} {flags}"}
     start = time.time()
@@ -117,7 +118,7 @@ def train_and_eval(work: Path, model: str, order: str, seed: int, max_update: in
     match = re.search(r"^test accuracy = ([0-9.]+)$", res.stdout, re.M)
     if res.returncode != 0 or match is None:
         raise StudyError(f"evaluating {name} failed: {res.stderr.strip().splitlines()[-1:] or res.stdout}")
-    return {"run": name, "model": model, "order": order, "seed": seed, "max_update": max_update,
+    return {"run": name, "model": model, "order": order, "seed": seed, "max_update": max_update, "lr": lr,
             "test_accuracy": float(match.group(1)), **parse_train_log(proc.stdout + proc.stderr),
             "wall_seconds": round(wall, 1), "train_command": shell_line(env, COMMON / "train.sh"),
             "eval_command": shell_line(eval_env, COMMON / "eval.sh"),
@@ -135,11 +136,17 @@ def _mean(values: List[float]) -> float:
     return sum(values) / len(values)
 
 
+def _label(result: Dict[str, object]) -> str:
+    """The model's name, with its lr where that is not the study's default."""
+    lr = result.get("lr", TRAIN_ENV["LR"])
+    return result["model"] + ("" if lr == TRAIN_ENV["LR"] else f" (lr {lr})")
+
+
 def table(results: List[Dict[str, object]]) -> str:
     """One row per (model, order): params, updates, test accuracy per seed and their mean."""
     rows = {}
     for r in results:
-        rows.setdefault((r["order"], r["model"], r["params"], r["max_update"]), {})[r["seed"]] = r
+        rows.setdefault((r["order"], _label(r), r["params"], r["max_update"]), {})[r["seed"]] = r
     lines = ["| order | model | params | updates | test accuracy per seed (360 images) | mean | "
              "train accuracy, last epoch | best valid |", "|---|---|---|---|---|---|---|---|"]
     for (order, model, params, updates), seeds in sorted(rows.items()):
@@ -154,7 +161,7 @@ def table(results: List[Dict[str, object]]) -> str:
 
 def head_to_head(results: List[Dict[str, object]], model: str = "focus") -> str:
     """For each order and seed where ``model`` ran: is it above every other model of that seed?"""
-    by = {(r["order"], r["seed"], r["model"]): r["test_accuracy"] for r in results}
+    by = {(r["order"], r["seed"], _label(r)): r["test_accuracy"] for r in results}
     lines = []
     for (order, seed, name), acc in sorted(by.items()):
         if name != model:
@@ -162,6 +169,24 @@ def head_to_head(results: List[Dict[str, object]], model: str = "focus") -> str:
         others = {m: a for (o, s, m), a in by.items() if o == order and s == seed and m != model}
         beaten = ", ".join(f"{m} {a:.2f}" + (" (not below)" if a >= acc else "") for m, a in sorted(others.items()))
         lines.append(f"{order} seed {seed}: {model} {acc:.2f} vs {beaten or 'nothing yet'}")
+    return "\n".join(lines)
+
+
+def reference_classifiers(work: Path) -> str:
+    """Two pixel-order-free classifiers on the same split, for scale: logistic regression and an RBF SVM
+    (scikit-learn's defaults) on the 64 grey levels in [0, 1]."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+    from fairseq_focus.data.pixel_splits import read_split
+    data = prepare(work)
+    splits = {s: read_split(data, s) for s in ("train", "valid", "test")}
+    x = {s: images.reshape(len(images), -1).astype(np.float64) / 255.0 for s, (images, _) in splits.items()}
+    lines = []
+    for name, clf in (("logistic regression", LogisticRegression(max_iter=5000)), ("RBF SVM", SVC(gamma="scale"))):
+        clf.fit(x["train"], splits["train"][1])
+        scores = {s: 100.0 * clf.score(x[s], splits[s][1]) for s in ("valid", "test")}
+        lines.append(f"{name}: valid {scores['valid']:.2f}, test {scores['test']:.2f}")
     return "\n".join(lines)
 
 
@@ -174,9 +199,12 @@ def main(argv=None) -> int:
     run.add_argument("--order", choices=sorted(ORDERS), required=True)
     run.add_argument("--seed", type=int, required=True)
     run.add_argument("--max-update", type=int, default=2000)
+    run.add_argument("--lr", default=TRAIN_ENV["LR"], help="peak learning rate (default %(default)s)")
     collect = sub.add_parser("collect", help="print the table of every result in W/results")
     collect.add_argument("--work", type=Path, required=True)
     sub.add_parser("models", help="print each --model's flags")
+    ref = sub.add_parser("reference", help="logistic regression and an RBF SVM on the same split, for scale")
+    ref.add_argument("--work", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -188,14 +216,16 @@ def main(argv=None) -> int:
 def _dispatch(args) -> int:
     if args.cmd == "models":
         print("\n".join(f"{name}: {SIZE} {flags}" for name, flags in MODELS.items()))
+    elif args.cmd == "reference":
+        print(reference_classifiers(args.work))
     elif args.cmd == "collect":
         results = load_results(args.work)
         print(table(results) + "\n\n" + head_to_head(results))
     else:
-        out = args.work / "results" / f"{run_name(args.model, args.order, args.seed)}.json"
+        out = args.work / "results" / f"{run_name(args.model, args.order, args.seed, args.lr)}.json"
         if out.exists():
             raise StudyError(f"{out} exists; remove it to run again")
-        result = train_and_eval(args.work, args.model, args.order, args.seed, args.max_update)
+        result = train_and_eval(args.work, args.model, args.order, args.seed, args.max_update, args.lr)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{result['run']}: test accuracy {result['test_accuracy']:.2f} ({result['params']:,} params, "
