@@ -1,7 +1,9 @@
 """ops/selective_triton.py (the Triton kernels of the fused per-token IIR scan), run on CPU by Triton's
 interpreter, against ops/selective_iir.py's loop twin tv_iir_filter_ref: values, final state, the
 checkpoints, and the gradients of the twin's torch autograd (θ, u, state0, with a nonzero ∂final), both
-forms, F = 1 and 3, lengths that leave the last chunk partial, and L = 0. Skipped without triton."""
+forms, F = 1 and 3, lengths that leave the last chunk partial or are shorter than one chunk, and L = 0;
+each for both schedules over time (sequential, chunked), which are also tied to each other, and the choice
+between them (auto threshold, keyword, $FOCUS_SCAN_SCHEDULE, the record). Skipped without triton."""
 import os
 import re
 import subprocess
@@ -87,13 +89,16 @@ def test_the_kernels_run_in_the_interpreter():
     assert type(st._fwd_kernel).__name__ == "InterpretedFunction"
 
 
+@pytest.mark.parametrize("schedule", st.SCHEDULES)
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("nfilt", [1, 3])
 @pytest.mark.parametrize("length", [1, 7, 37])
-def test_matches_the_loop_twin_and_its_autograd(form, nfilt, length):
+def test_matches_the_loop_twin_and_its_autograd(form, nfilt, length, schedule):
+    """L = 1 and 7 fit in one chunk of 8, 37 = 4 chunks and a partial fifth."""
     theta, u, state0, dy, dfinal = inputs(2, length, 5, nfilt, form, seed=length + 10 * nfilt)
     lattice = form == "lattice"
-    y, final, ckpt = st.fwd(theta, u, state0, lattice, CHUNK)
+    y, final, ckpt = st.fwd(theta, u, state0, lattice, CHUNK, schedule=schedule)
+    assert st.last_schedule["fwd"] == schedule
     y_ref, final_ref, grads_ref = reference(theta, u, state0, dy, dfinal, form)
     close(y, y_ref)
     close(final, final_ref)
@@ -102,8 +107,9 @@ def test_matches_the_loop_twin_and_its_autograd(form, nfilt, length):
         _, entering = tv_iir_filter_ref(u[:, :n * CHUNK].transpose(1, 2), theta[:, :n * CHUNK], None, state0,
                                         return_state=True, form=form)
         close(ckpt[:, n], entering)
-    for got, want in zip(st.bwd(theta, u, ckpt, dy, dfinal, lattice, CHUNK), grads_ref):
+    for got, want in zip(st.bwd(theta, u, ckpt, dy, dfinal, lattice, CHUNK, schedule=schedule), grads_ref):
         close(got, want)
+    assert st.last_schedule["bwd"] == schedule
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 100])
@@ -121,25 +127,27 @@ def test_several_channel_blocks_and_any_chunk_give_the_same_result(monkeypatch, 
             close(got, want)
 
 
+@pytest.mark.parametrize("schedule", st.SCHEDULES)
 @pytest.mark.parametrize("form", FORMS)
-def test_float32_stays_float32_within_its_rounding(form):
+def test_float32_stays_float32_within_its_rounding(form, schedule):
     """Against the fp64 twin on the same (fp32-rounded) inputs: only the kernels' arithmetic differs."""
     theta, u, state0, dy, dfinal = inputs(2, 37, 3, 2, form, seed=3, dtype=torch.float32)
-    y, final, ckpt = st.fwd(theta, u, state0, form == "lattice", CHUNK)
-    grads = st.bwd(theta, u, ckpt, dy, dfinal, form == "lattice", CHUNK)
+    y, final, ckpt = st.fwd(theta, u, state0, form == "lattice", CHUNK, schedule=schedule)
+    grads = st.bwd(theta, u, ckpt, dy, dfinal, form == "lattice", CHUNK, schedule=schedule)
     y_ref, final_ref, grads_ref = reference(*(t.double() for t in (theta, u, state0, dy, dfinal)), form)
     for got, want in zip([y, final, *grads], [y_ref, final_ref, *grads_ref]):
         assert got.dtype == torch.float32
         close(got.double(), want, rtol=3e-4)  # the torch fp32 twin is as far (lattice: 9e-5, |k1| near 1)
 
 
+@pytest.mark.parametrize("schedule", st.SCHEDULES)
 @pytest.mark.parametrize("form", FORMS)
-def test_zero_length_gives_the_state_back(form):
+def test_zero_length_gives_the_state_back(form, schedule):
     theta, u, state0, dy, dfinal = inputs(2, 0, 3, 2, form, seed=1)
-    y, final, ckpt = st.fwd(theta, u, state0, form == "lattice", CHUNK)
+    y, final, ckpt = st.fwd(theta, u, state0, form == "lattice", CHUNK, schedule=schedule)
     assert y.shape == (2, 0, 3) and ckpt.shape == (2, 0, 3, 2, 2)
     close(final, state0)
-    dtheta, du, dstate0 = st.bwd(theta, u, ckpt, dy, dfinal, form == "lattice", CHUNK)
+    dtheta, du, dstate0 = st.bwd(theta, u, ckpt, dy, dfinal, form == "lattice", CHUNK, schedule=schedule)
     assert dtheta.shape == theta.shape and du.shape == u.shape
     close(dstate0, dfinal)
     assert dstate0.data_ptr() != dfinal.data_ptr() and final.data_ptr() != state0.data_ptr()  # fresh tensors
@@ -151,3 +159,47 @@ def test_mixed_dtypes_and_bad_chunks_are_refused():
         st.fwd(theta, u.float(), state0, True, CHUNK)
     with pytest.raises(ValueError, match="chunk"):
         st.fwd(theta, u, state0, True, 0)
+
+
+@pytest.mark.parametrize("form, chunk", [("companion", 1), ("lattice", 4), ("lattice", 100)])
+def test_the_chunked_schedule_matches_the_sequential_one(monkeypatch, form, chunk):
+    """Tied to the sequential Triton schedule, with several channel blocks (MAX_LANES = 4: F = 1 -> blocks of
+    4 channels, the last one masked) and B = 3 (grid axis 0 = b·NC + n): chunk 1 (a chunk per step), 4 (a
+    partial last chunk), 100 (one chunk longer than L)."""
+    monkeypatch.setattr(st, "MAX_LANES", 4)
+    theta, u, state0, dy, dfinal = inputs(3, 10, 5, 1, form, seed=chunk)
+    lattice = form == "lattice"
+    seq = st.fwd(theta, u, state0, lattice, chunk, schedule="sequential")
+    par = st.fwd(theta, u, state0, lattice, chunk, schedule="chunked")
+    for got, want in zip(par, seq):  # y, final, ckpt
+        close(got, want, rtol=1e-12)
+    grads_seq = st.bwd(theta, u, seq[2], dy, dfinal, lattice, chunk, schedule="sequential")
+    for got, want in zip(st.bwd(theta, u, par[2], dy, dfinal, lattice, chunk, schedule="chunked"), grads_seq):
+        close(got, want, rtol=1e-12)
+
+
+def test_the_schedule_is_chosen_by_length_keyword_or_environment(monkeypatch):
+    monkeypatch.delenv(st.SCHEDULE_ENV, raising=False)
+    limit = st.CHUNKED_ABOVE * CHUNK
+    assert st.schedule_for(limit, CHUNK) == "sequential" and st.schedule_for(limit + 1, CHUNK) == "chunked"
+    assert st.schedule_for(limit + 1, CHUNK, "sequential") == "sequential"
+    assert st.schedule_for(1, CHUNK, "chunked") == "chunked"
+    monkeypatch.setenv(st.SCHEDULE_ENV, "chunked")
+    assert st.schedule_for(1, CHUNK) == "chunked" and st.schedule_for(limit + 1, CHUNK, "auto") == "chunked"
+    assert st.schedule_for(1, CHUNK, "sequential") == "sequential"  # the keyword wins
+    monkeypatch.setenv(st.SCHEDULE_ENV, "sequential")
+    assert st.schedule_for(limit + 1, CHUNK) == "sequential"
+    monkeypatch.setenv(st.SCHEDULE_ENV, "parallel")
+    with pytest.raises(ValueError, match=st.SCHEDULE_ENV):
+        st.schedule_for(1, CHUNK)
+    theta, u, state0, dy, dfinal = inputs(1, 3, 1, 1, "lattice", seed=0)  # fwd and bwd ask schedule_for
+    with pytest.raises(ValueError, match="schedule"):
+        st.fwd(theta, u, state0, True, 1)
+    monkeypatch.setenv(st.SCHEDULE_ENV, "auto")
+    _, _, ckpt = st.fwd(theta, u, state0, True, 1)  # L = 3 > 2 · 1: chunked
+    monkeypatch.setenv(st.SCHEDULE_ENV, "sequential")
+    st.bwd(theta, u, ckpt, dy, dfinal, True, 1)
+    assert st.last_schedule == {"fwd": "chunked", "bwd": "sequential"}
+    monkeypatch.delenv(st.SCHEDULE_ENV)
+    st.fwd(theta, u, state0, True, 2)  # L = 3 ≤ 2 · 2: sequential
+    assert st.last_schedule["fwd"] == "sequential"

@@ -20,7 +20,9 @@ scan kernels do the same), so the saved memory is θ, u and L/chunk states.
 Kernels, one per device type, with the same two functions (``fwd``, ``bwd``; shapes in :class:`TVIIRScan`):
 
 * CPU: ``fairseq_focus._selective_cpu``, compiled from ``csrc/selective_scan_cpu.cpp`` by ``setup.py``;
-* CUDA: :mod:`.selective_triton` (Triton), also run on CPU by Triton's interpreter in the tests.
+* CUDA: :mod:`.selective_triton` (Triton), also run on CPU by Triton's interpreter in the tests; it walks
+  time sequentially for short L and chunk-parallel (three launches each way) for long L, ``chunk`` being its
+  chunk length too (its module docstring: the threshold, $FOCUS_SCAN_SCHEDULE to force either).
 
 :func:`kernel_for` returns None where neither is at hand (a pure-Python install, a GPU without Triton):
 ``tv_iir_filter`` then takes its chunked torch scan, which gives the same values. The path taken is logged

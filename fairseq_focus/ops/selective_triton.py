@@ -1,5 +1,5 @@
-"""The fused per-token order-2 IIR scan in Triton: one forward kernel, one backward kernel (CUDA; the tests
-run them on CPU under Triton's interpreter, ``TRITON_INTERPRET=1``).
+"""The fused per-token order-2 IIR scan in Triton: forward and backward kernels, sequential over time or
+chunk-parallel (CUDA; the tests run them on CPU under Triton's interpreter, ``TRITON_INTERPRET=1``).
 
 The op is :func:`.selective_iir.tv_iir_filter_ref` (the slow reference: same values, same final state; its
 torch autograd gives the gradients) written in state form, per lane = (batch b, channel d, filter f), with
@@ -29,20 +29,63 @@ and ∂u of a channel sums its F lanes. States are not saved per step: the forwa
 every ``chunk``-th step (ckpt); the backward walks the chunks last to first, recomputes one chunk's
 entering states from its ckpt into a scratch buffer, then runs the adjoint back through it (λ in registers).
 
-Parallelisation (as flash-linear-attention's ``fused_recurrent`` kernels): one program per (batch, block
-of BLOCK_D channels), looping over time; the F filters of a channel sit in the program's second axis
-(BLOCK_F = next power of two ≥ F, masked), so Σ_f is an in-register sum. Arithmetic in the inputs' dtype:
-fp32 (tl.sqrt and / are the GPU's fast ones, within an ulp or two), or fp64 (correct but slow on GPUs).
-The interpreter is a choice for the whole process: TRITON_INTERPRET=1 before triton is first imported
-(tests/test_selective_triton.py explains why).
+Parallelisation over lanes (as flash-linear-attention's ``fused_recurrent`` kernels): a program holds a block
+of BLOCK_D channels; the F filters of a channel sit in the program's second axis (BLOCK_F = next power of two
+≥ F, masked), so Σ_f is an in-register sum. Arithmetic in the inputs' dtype: fp32 (tl.sqrt and / are the
+GPU's fast ones, within an ulp or two), or fp64 (correct but slow on GPUs). The interpreter is a choice for
+the whole process: TRITON_INTERPRET=1 before triton is first imported (tests/test_selective_triton.py
+explains why).
+
+Two schedules over time, the same values (to rounding) and the same ckpt, so either backward takes either
+forward's ckpt:
+
+* ``sequential``: one program per (b, channel block) walks all L steps (forward: chunk after chunk, storing
+  ckpt; backward: the chunks last to first, as above). B·⌈D / BLOCK_D⌉ programs, each L dependent steps: on a
+  GPU with B·D·F = 4,096 lanes that is 64 programs of 4,096 steps, latency-bound, the GPU mostly idle.
+* ``chunked`` (chunk-parallel, the chunks of C = ``chunk`` steps that the checkpoints already use, so NC
+  chunks and ckpt are the same as above): three launches each way, phases 1 and 3 on a grid of
+  (b·NC + n, channel block), i.e. parallel over chunks as well as lanes, phase 2 per (b, channel block):
+
+  forward   (1) chunk n alone: P_n = A_{t1−1}…A_{t0} and v_n, its end state from a zero start
+                (``trans`` (B, NC, 3, D, F, 2): P_n's rows, v_n);
+            (2) sequential over chunks: ckpt[n] = s_in[n], s_in[n+1] = P_n s_in[n] + v_n, s_in[0] = state0;
+                final = s_in[NC];
+            (3) chunk n again from ckpt[n], writing y.
+  backward  (1) chunk n alone, last step to first: M_n = A_{t0}ᵀ…A_{t1−1}ᵀ = P_nᵀ and w_n = A_{t0}ᵀ λ[t0]
+                that ∂y inside the chunk gives with a zero carry entering at its end (θ and ∂y only: A_t does
+                not depend on the states);
+            (2) sequential over chunks last to first: entering[n] = c_n, the carry into chunk n at its end,
+                c_{NC−1} = ∂final, c_{n−1} = M_n c_n + w_n; ∂state0 = M_0 c_0 + w_0 = A_0ᵀ λ[0];
+            (3) chunk n: its states from ckpt[n] into its own scratch rows, then the adjoint back through it
+                from entering[n], writing ∂θ, ∂u.
+
+  Work: phase 1 walks every step once more (with a 2×2 product): 2L steps forward instead of L, 3L backward
+  instead of 2L, in (B·NC)·⌈D / BLOCK_D⌉ programs of C steps, plus the NC steps of phase 2: at L = 4,096,
+  C = 32 that is 8,192 programs of 32 steps and a 128-step carry scan instead of 64 programs of 4,096 steps.
+  Memory: trans (3 state rows per chunk, both ways), entering (one per chunk), and the backward's scratch
+  holds every chunk's states at once (B·NC·C·D·F·2 numbers, about θ's size, transient), where the
+  sequential one holds one chunk's. A single launch of phase 3 that also did phase 2 (every program
+  re-scanning the transfers before it) would save a launch at NC² carry steps; not done.
+
+The choice (:func:`schedule_for`): the ``schedule`` keyword of :func:`fwd` / :func:`bwd`, else
+$FOCUS_SCAN_SCHEDULE (``sequential``, ``chunked``, ``auto``), else auto = ``chunked`` when L > CHUNKED_ABOVE ·
+chunk (CHUNKED_ABOVE = 2). The schedule that ran is logged once per (fwd/bwd, schedule) and kept in
+``last_schedule``. NOT MEASURED: no GPU was at hand when the chunked schedule was written, so neither its
+speed nor the threshold were timed (both schedules were checked only under the interpreter, on CPU); the
+threshold is a guess to be set by the first GPU run (tools/bench.py with $FOCUS_SCAN_SCHEDULE forcing each).
 
 Glossary: theta (B, L, D, F, 2) = Θ per token; u (B, L, D); state0, final, dfinal, dstate0 (B, D, F, 2);
 ckpt (B, NC, D, F, 2), NC = ⌈L / chunk⌉, ckpt[:, n] = s[n·chunk − 1] (ckpt[:, 0] = state0); y, dy, du
 (B, L, D); lane = the flat offset (d·F + f)·2 of a lane's pair inside one (b, t) row of D·F·2 numbers;
-row = D·F·2; lam0, lam1 = λ (before a step is folded in: the carry A_{t+1}ᵀ λ[t+1], plus ∂final at the end).
+row = D·F·2; lam0, lam1 = λ (before a step is folded in: the carry A_{t+1}ᵀ λ[t+1], plus ∂final at the end);
+chunked only: t0, t1 = chunk n's steps [t0, t1) (chunk = min(chunk, L), so NC = 1 when L ≤ chunk); trans
+(B, NC, 3, D, F, 2) = per chunk a 2×2 matrix's two rows and a vector (P_n, v_n forward; M_n, w_n backward);
+entering (B, NC, D, F, 2) = the carry into each chunk (forward: ckpt itself; backward: at the chunk's end).
 """
 import contextlib
-from typing import Tuple
+import logging
+import os
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -55,6 +98,13 @@ except ImportError:  # a CPU-only install: the CPU kernel or the torch scan runs
     tl = None
 
 MAX_LANES = 64  # BLOCK_D · BLOCK_F per program (untuned)
+SCHEDULES = ("sequential", "chunked")  # over time: one program walks all L steps, or the three phases
+CHUNKED_ABOVE = 2  # auto: chunked when L > CHUNKED_ABOVE · chunk (a guess: no GPU timed it yet)
+SCHEDULE_ENV = "FOCUS_SCAN_SCHEDULE"  # sequential, chunked or auto: forces fwd/bwd's choice (bench, tests)
+
+logger = logging.getLogger(__name__)
+_logged = set()
+last_schedule: Dict[str, str] = {}  # "fwd" / "bwd" -> the schedule of the last launch (not of L = 0 calls)
 
 
 if triton is not None:
@@ -104,42 +154,49 @@ if triton is not None:
         return dth0, dth1, gu
 
     @triton.jit
+    def _forward_steps(theta, u, y, b, t0, t1, L, D, row, d, lane, mask, s0, s1, LATTICE: tl.constexpr):
+        """From (s0, s1) = s[t0 − 1]: steps t0 ≤ t < t1, writing y[t]; returns s[t1 − 1]."""
+        for t in range(t0, t1):
+            th0, th1 = _load2(theta + (b * L + t) * row, lane, mask)
+            ut = tl.load(u + (b * L + t) * D + d, mask=d < D, other=0.0)[:, None]
+            a00, a01, a10, a11, b0, b1 = _transition(th0, th1, ut, LATTICE)
+            s0, s1 = a00 * s0 + a01 * s1 + b0, a10 * s0 + a11 * s1 + b1
+            tl.store(y + (b * L + t) * D + d, tl.sum(tl.where(mask, s0, 0.0), axis=1), mask=d < D)
+        return s0, s1
+
+    @triton.jit
     def _fwd_kernel(theta, u, state0, y, final, ckpt, L, D, F, NC, chunk,
                     LATTICE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Sequential: one program per (b, channel block) walks all L steps."""
         b = tl.program_id(0).to(tl.int64)
         d, lane, mask = _lanes(tl.program_id(1), D, F, BLOCK_D, BLOCK_F)
         row = D * F * 2
         s0, s1 = _load2(state0 + b * row, lane, mask)
         for n in range(0, NC):
             _store2(ckpt + (b * NC + n) * row, lane, mask, s0, s1)
-            for t in range(n * chunk, tl.minimum(n * chunk + chunk, L)):
-                th0, th1 = _load2(theta + (b * L + t) * row, lane, mask)
-                ut = tl.load(u + (b * L + t) * D + d, mask=d < D, other=0.0)[:, None]
-                a00, a01, a10, a11, b0, b1 = _transition(th0, th1, ut, LATTICE)
-                s0, s1 = a00 * s0 + a01 * s1 + b0, a10 * s0 + a11 * s1 + b1
-                tl.store(y + (b * L + t) * D + d, tl.sum(tl.where(mask, s0, 0.0), axis=1), mask=d < D)
+            s0, s1 = _forward_steps(theta, u, y, b, n * chunk, tl.minimum(n * chunk + chunk, L), L, D, row,
+                                    d, lane, mask, s0, s1, LATTICE)
         _store2(final + b * row, lane, mask, s0, s1)
 
     @triton.jit
-    def _recompute(theta, u, ckpt, scratch, b, n, t0, t1, L, D, NC, chunk, row, d, lane, mask,
-                   LATTICE: tl.constexpr):
-        """scratch[b, t − t0] = s[t − 1], the state entering step t, for t0 ≤ t < t1 (chunk n)."""
+    def _recompute(theta, u, ckpt, scr, b, n, t0, t1, L, D, NC, row, d, lane, mask, LATTICE: tl.constexpr):
+        """scr[t − t0] = s[t − 1], the state entering step t, for t0 ≤ t < t1 (chunk n, from ckpt[b, n])."""
         s0, s1 = _load2(ckpt + (b * NC + n) * row, lane, mask)
         for t in range(t0, t1):
-            _store2(scratch + (b * chunk + t - t0) * row, lane, mask, s0, s1)
+            _store2(scr + (t - t0) * row, lane, mask, s0, s1)
             th0, th1 = _load2(theta + (b * L + t) * row, lane, mask)
             ut = tl.load(u + (b * L + t) * D + d, mask=d < D, other=0.0)[:, None]
             a00, a01, a10, a11, b0, b1 = _transition(th0, th1, ut, LATTICE)
             s0, s1 = a00 * s0 + a01 * s1 + b0, a10 * s0 + a11 * s1 + b1
 
     @triton.jit
-    def _adjoint_step(theta, u, dy, scratch, dtheta, du, b, t, t0, L, D, chunk, row, d, lane, mask,
-                      lam0, lam1, LATTICE: tl.constexpr):
+    def _adjoint_step(theta, u, dy, scr, dtheta, du, b, t, t0, L, D, row, d, lane, mask, lam0, lam1,
+                      LATTICE: tl.constexpr):
         """One step back: the carry (lam0, lam1) + (∂y[t], 0) = λ[t] -> ∂θ[t], ∂u[t]; returns A_tᵀ λ[t]."""
         th0, th1 = _load2(theta + (b * L + t) * row, lane, mask)
         ut = tl.load(u + (b * L + t) * D + d, mask=d < D, other=0.0)[:, None]
         lam0 = lam0 + tl.load(dy + (b * L + t) * D + d, mask=d < D, other=0.0)[:, None]
-        sp0, sp1 = _load2(scratch + (b * chunk + t - t0) * row, lane, mask)
+        sp0, sp1 = _load2(scr + (t - t0) * row, lane, mask)
         dth0, dth1, gu = _theta_grads(th0, th1, ut, sp0, sp1, lam0, lam1, LATTICE)
         _store2(dtheta + (b * L + t) * row, lane, mask, dth0, dth1)
         tl.store(du + (b * L + t) * D + d, tl.sum(tl.where(mask, gu, 0.0), axis=1), mask=d < D)
@@ -149,21 +206,120 @@ if triton is not None:
     @triton.jit
     def _bwd_kernel(theta, u, ckpt, dy, dfinal, scratch, dtheta, du, dstate0, L, D, F, NC, chunk,
                     LATTICE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Sequential: one program per (b, channel block) walks the chunks last to first."""
         b = tl.program_id(0).to(tl.int64)
         d, lane, mask = _lanes(tl.program_id(1), D, F, BLOCK_D, BLOCK_F)
         row = D * F * 2
         lam0, lam1 = _load2(dfinal + b * row, lane, mask)
+        scr = scratch + b * chunk * row
         for m in range(0, NC):
             n = NC - 1 - m
             t0 = n * chunk
             t1 = tl.minimum(t0 + chunk, L)
-            _recompute(theta, u, ckpt, scratch, b, n, t0, t1, L, D, NC, chunk, row, d, lane, mask, LATTICE)
+            _recompute(theta, u, ckpt, scr, b, n, t0, t1, L, D, NC, row, d, lane, mask, LATTICE)
             tl.debug_barrier()  # scratch written above is read below (and rewritten by the next chunk)
             for i in range(0, t1 - t0):
-                lam0, lam1 = _adjoint_step(theta, u, dy, scratch, dtheta, du, b, t1 - 1 - i, t0, L, D, chunk,
-                                           row, d, lane, mask, lam0, lam1, LATTICE)
+                lam0, lam1 = _adjoint_step(theta, u, dy, scr, dtheta, du, b, t1 - 1 - i, t0, L, D, row, d, lane,
+                                           mask, lam0, lam1, LATTICE)
             tl.debug_barrier()
         _store2(dstate0 + b * row, lane, mask, lam0, lam1)
+
+    # ---- chunk-parallel schedule (module docstring): grid (B·NC, channel blocks), except the carry scans ----
+
+    @triton.jit
+    def _chunk_program(D, F, NC, chunk, L, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Program (b·NC + n, channel block) -> b, n, its lanes (as :func:`_lanes`), row, chunk n's steps."""
+        pid = tl.program_id(0)
+        b, n = (pid // NC).to(tl.int64), pid % NC
+        d, lane, mask = _lanes(tl.program_id(1), D, F, BLOCK_D, BLOCK_F)
+        return b, n, d, lane, mask, D * F * 2, n * chunk, tl.minimum(n * chunk + chunk, L)
+
+    @triton.jit
+    def _store_transfer(trans, b, n, NC, row, lane, mask, m00, m01, m10, m11, v0, v1):
+        """trans[b, n] = (the 2×2 matrix's rows, the vector) of chunk n: trans (B, NC, 3, D, F, 2)."""
+        base = trans + (b * NC + n) * 3 * row
+        _store2(base, lane, mask, m00, m01)
+        _store2(base + row, lane, mask, m10, m11)
+        _store2(base + 2 * row, lane, mask, v0, v1)
+
+    @triton.jit
+    def _fwd_transfer_kernel(theta, u, trans, L, D, F, NC, chunk,
+                             LATTICE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Phase 1: chunk n's P_n = A_{t1−1}…A_{t0} and v_n = its end state from a zero start."""
+        b, n, d, lane, mask, row, t0, t1 = _chunk_program(D, F, NC, chunk, L, BLOCK_D, BLOCK_F)
+        zero = tl.zeros([BLOCK_D, BLOCK_F], dtype=theta.dtype.element_ty)
+        p00, p01, p10, p11, v0, v1 = zero + 1.0, zero, zero, zero + 1.0, zero, zero
+        for t in range(t0, t1):
+            th0, th1 = _load2(theta + (b * L + t) * row, lane, mask)
+            ut = tl.load(u + (b * L + t) * D + d, mask=d < D, other=0.0)[:, None]
+            a00, a01, a10, a11, b0, b1 = _transition(th0, th1, ut, LATTICE)
+            p00, p01, p10, p11 = (a00 * p00 + a01 * p10, a00 * p01 + a01 * p11,
+                                  a10 * p00 + a11 * p10, a10 * p01 + a11 * p11)  # A_t P
+            v0, v1 = a00 * v0 + a01 * v1 + b0, a10 * v0 + a11 * v1 + b1
+        _store_transfer(trans, b, n, NC, row, lane, mask, p00, p01, p10, p11, v0, v1)
+
+    @triton.jit
+    def _carry_kernel(trans, init, entering, last, L, D, F, NC, chunk, LATTICE: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr, REVERSE: tl.constexpr):
+        """Phase 2, per (b, channel block), over the chunks (last to first if REVERSE): entering[b, n] = the
+        carry into chunk n, then carry = M_n carry + v_n (trans[b, n]); last = the carry out of the scan."""
+        b = tl.program_id(0).to(tl.int64)
+        d, lane, mask = _lanes(tl.program_id(1), D, F, BLOCK_D, BLOCK_F)
+        row = D * F * 2
+        s0, s1 = _load2(init + b * row, lane, mask)
+        for m in range(0, NC):
+            if REVERSE:
+                n = NC - 1 - m
+            else:
+                n = m
+            _store2(entering + (b * NC + n) * row, lane, mask, s0, s1)
+            base = trans + (b * NC + n) * 3 * row
+            m00, m01 = _load2(base, lane, mask)
+            m10, m11 = _load2(base + row, lane, mask)
+            v0, v1 = _load2(base + 2 * row, lane, mask)
+            s0, s1 = m00 * s0 + m01 * s1 + v0, m10 * s0 + m11 * s1 + v1
+        _store2(last + b * row, lane, mask, s0, s1)
+
+    @triton.jit
+    def _fwd_chunk_kernel(theta, u, ckpt, y, L, D, F, NC, chunk,
+                          LATTICE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Phase 3: chunk n again from ckpt[b, n], writing y."""
+        b, n, d, lane, mask, row, t0, t1 = _chunk_program(D, F, NC, chunk, L, BLOCK_D, BLOCK_F)
+        s0, s1 = _load2(ckpt + (b * NC + n) * row, lane, mask)
+        _forward_steps(theta, u, y, b, t0, t1, L, D, row, d, lane, mask, s0, s1, LATTICE)
+
+    @triton.jit
+    def _bwd_transfer_kernel(theta, dy, trans, L, D, F, NC, chunk,
+                             LATTICE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Phase 1 of the backward, chunk n last step to first: M_n = A_{t0}ᵀ…A_{t1−1}ᵀ (= P_nᵀ) and w_n =
+        the carry A_{t0}ᵀ λ[t0] that ∂y inside the chunk gives with a zero carry entering at its end (reads θ,
+        ∂y)."""
+        b, n, d, lane, mask, row, t0, t1 = _chunk_program(D, F, NC, chunk, L, BLOCK_D, BLOCK_F)
+        zero = tl.zeros([BLOCK_D, BLOCK_F], dtype=theta.dtype.element_ty)
+        m00, m01, m10, m11, w0, w1 = zero + 1.0, zero, zero, zero + 1.0, zero, zero
+        for i in range(0, t1 - t0):
+            t = t1 - 1 - i
+            th0, th1 = _load2(theta + (b * L + t) * row, lane, mask)
+            a00, a01, a10, a11, _b0, _b1 = _transition(th0, th1, zero, LATTICE)  # b_t unused: u = 0
+            w0 = w0 + tl.load(dy + (b * L + t) * D + d, mask=d < D, other=0.0)[:, None]
+            m00, m01, m10, m11 = (a00 * m00 + a10 * m10, a00 * m01 + a10 * m11,
+                                  a01 * m00 + a11 * m10, a01 * m01 + a11 * m11)  # A_tᵀ M
+            w0, w1 = a00 * w0 + a10 * w1, a01 * w0 + a11 * w1
+        _store_transfer(trans, b, n, NC, row, lane, mask, m00, m01, m10, m11, w0, w1)
+
+    @triton.jit
+    def _bwd_chunk_kernel(theta, u, ckpt, dy, entering, scratch, dtheta, du, L, D, F, NC, chunk,
+                          LATTICE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr):
+        """Phase 3 of the backward: chunk n's states from ckpt[b, n] into its own scratch rows, then the adjoint
+        back through it from the carry entering[b, n] (phase 2), writing ∂θ and ∂u."""
+        b, n, d, lane, mask, row, t0, t1 = _chunk_program(D, F, NC, chunk, L, BLOCK_D, BLOCK_F)
+        scr = scratch + (b * NC + n) * chunk * row
+        _recompute(theta, u, ckpt, scr, b, n, t0, t1, L, D, NC, row, d, lane, mask, LATTICE)
+        tl.debug_barrier()  # scratch written above is read below
+        lam0, lam1 = _load2(entering + (b * NC + n) * row, lane, mask)
+        for i in range(0, t1 - t0):
+            lam0, lam1 = _adjoint_step(theta, u, dy, scr, dtheta, du, b, t1 - 1 - i, t0, L, D, row, d, lane,
+                                       mask, lam0, lam1, LATTICE)
 
 
 def interpreted() -> bool:
@@ -190,47 +346,93 @@ def _check(*tensors: Tensor) -> None:
                              f"(contiguous: {t.is_contiguous()})")
 
 
-def _launch(kernel, theta: Tensor, lattice: bool, chunk: int, *args) -> None:
-    """Run ``kernel`` on grid (B, ⌈D / BLOCK_D⌉); args = its tensors, then L, D, F, NC, chunk follow."""
+def _launch(kernel, theta: Tensor, lattice: bool, chunk: int, per_chunk: bool, *args, **meta) -> None:
+    """Run ``kernel`` on grid (B, ⌈D / BLOCK_D⌉), or (B·NC, ⌈D / BLOCK_D⌉) if ``per_chunk``; args = its
+    tensors, then L, D, F, NC, chunk follow; meta = any further constexpr."""
     bsz, length, dim, nfilt, _ = theta.shape
     chunk = min(chunk, length)  # the same chunks and ckpt, and the scratch holds min(chunk, L) states
+    nchunks = triton.cdiv(length, chunk)
     block_f = triton.next_power_of_2(nfilt)
     block_d = min(triton.next_power_of_2(dim), max(1, MAX_LANES // block_f))
-    grid = (bsz, triton.cdiv(dim, block_d))
+    grid = (bsz * nchunks if per_chunk else bsz, triton.cdiv(dim, block_d))
     with torch.cuda.device(theta.device) if theta.is_cuda else contextlib.nullcontext():
-        kernel[grid](*args, length, dim, nfilt, triton.cdiv(length, chunk), chunk, LATTICE=bool(lattice),
-                     BLOCK_D=block_d, BLOCK_F=block_f, num_warps=1)
+        kernel[grid](*args, length, dim, nfilt, nchunks, chunk, LATTICE=bool(lattice), BLOCK_D=block_d,
+                     BLOCK_F=block_f, num_warps=1, **meta)
 
 
-def fwd(theta: Tensor, u: Tensor, state0: Tensor, lattice: bool, chunk: int) -> Tuple[Tensor, Tensor, Tensor]:
+def schedule_for(length: int, chunk: int, schedule: Optional[str] = None) -> str:
+    """``sequential`` or ``chunked``: ``schedule`` if given, else $FOCUS_SCAN_SCHEDULE if set, else ``auto``;
+    auto = chunked when L > CHUNKED_ABOVE · chunk (module docstring: a guess, not measured on a GPU)."""
+    if schedule is None:
+        schedule = os.environ.get(SCHEDULE_ENV) or "auto"
+    if schedule not in SCHEDULES + ("auto",):
+        raise ValueError(f"schedule must be one of {SCHEDULES + ('auto',)} (argument or ${SCHEDULE_ENV}), "
+                         f"got {schedule!r}")
+    if schedule == "auto":
+        schedule = "chunked" if length > CHUNKED_ABOVE * chunk else "sequential"
+    return schedule
+
+
+def _record(op: str, schedule: str, length: int, chunk: int) -> None:
+    """last_schedule[op] = schedule; logged once per (op, schedule)."""
+    last_schedule[op] = schedule
+    if (op, schedule) not in _logged:
+        _logged.add((op, schedule))
+        logger.info(f"selective_triton.{op}: {schedule} schedule (first at L={length}, chunk={chunk}; "
+                    f"chunked when L > {CHUNKED_ABOVE}·chunk or ${SCHEDULE_ENV}=chunked)")
+
+
+def fwd(theta: Tensor, u: Tensor, state0: Tensor, lattice: bool, chunk: int,
+        schedule: Optional[str] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """(θ (B, L, D, F, 2), u (B, L, D), state0 (B, D, F, 2)) -> y (B, L, D), final (B, D, F, 2),
-    ckpt (B, NC, D, F, 2): the states entering steps 0, chunk, 2·chunk, … (module docstring)."""
+    ckpt (B, NC, D, F, 2): the states entering steps 0, chunk, 2·chunk, … (module docstring); ``schedule``:
+    :func:`schedule_for` (either gives the same ckpt layout, so either backward takes it)."""
     _check(theta, u, state0)
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
     bsz, length, dim, nfilt, _ = theta.shape
     nchunks = -(-length // chunk)
+    schedule = schedule_for(length, chunk, schedule)
     y = u.new_zeros(bsz, length, dim)
     ckpt = theta.new_zeros(bsz, nchunks, dim, nfilt, 2)
     if length == 0 or theta.numel() == 0:  # nothing to scan (and no zero-sized grid to launch)
         return y, state0.clone(), ckpt
+    _record("fwd", schedule, length, chunk)
     final = torch.empty_like(state0)
-    _launch(_fwd_kernel, theta, lattice, chunk, theta, u, state0, y, final, ckpt)
+    if schedule == "sequential":
+        _launch(_fwd_kernel, theta, lattice, chunk, False, theta, u, state0, y, final, ckpt)
+        return y, final, ckpt
+    trans = theta.new_empty(bsz, nchunks, 3, dim, nfilt, 2)  # per chunk: P_n (two rows), v_n
+    _launch(_fwd_transfer_kernel, theta, lattice, chunk, True, theta, u, trans)
+    _launch(_carry_kernel, theta, lattice, chunk, False, trans, state0, ckpt, final, REVERSE=False)
+    _launch(_fwd_chunk_kernel, theta, lattice, chunk, True, theta, u, ckpt, y)
     return y, final, ckpt
 
 
-def bwd(theta: Tensor, u: Tensor, ckpt: Tensor, dy: Tensor, dfinal: Tensor, lattice: bool,
-        chunk: int) -> Tuple[Tensor, Tensor, Tensor]:
+def bwd(theta: Tensor, u: Tensor, ckpt: Tensor, dy: Tensor, dfinal: Tensor, lattice: bool, chunk: int,
+        schedule: Optional[str] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """The adjoint scan: (θ, u, ckpt from :func:`fwd`, ∂y (B, L, D), ∂final (B, D, F, 2)) -> ∂θ (B, L, D, F, 2),
-    ∂u (B, L, D), ∂state0 (B, D, F, 2)."""
+    ∂u (B, L, D), ∂state0 (B, D, F, 2); ``schedule``: :func:`schedule_for`."""
     _check(theta, u, ckpt, dy, dfinal)
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
     bsz, length, dim, nfilt, _ = theta.shape
+    schedule = schedule_for(length, chunk, schedule)
     dtheta, du = torch.zeros_like(theta), torch.zeros_like(u)
     if length == 0 or theta.numel() == 0:
         return dtheta, du, dfinal.clone()
+    _record("bwd", schedule, length, chunk)
     dstate0 = torch.empty_like(dfinal)
-    scratch = theta.new_empty(bsz, min(chunk, length), dim, nfilt, 2)  # one chunk's entering states
-    _launch(_bwd_kernel, theta, lattice, chunk, theta, u, ckpt, dy, dfinal, scratch, dtheta, du, dstate0)
+    chunk = min(chunk, length)  # as _launch: the kernels' chunk, the scratch's rows per chunk
+    if schedule == "sequential":
+        scratch = theta.new_empty(bsz, chunk, dim, nfilt, 2)  # one chunk's entering states per b
+        _launch(_bwd_kernel, theta, lattice, chunk, False, theta, u, ckpt, dy, dfinal, scratch, dtheta, du, dstate0)
+        return dtheta, du, dstate0
+    nchunks = ckpt.size(1)
+    trans = theta.new_empty(bsz, nchunks, 3, dim, nfilt, 2)  # per chunk: M_n (two rows), w_n
+    entering = theta.new_empty(bsz, nchunks, dim, nfilt, 2)  # the carry into each chunk from its end
+    scratch = theta.new_empty(bsz, nchunks * chunk, dim, nfilt, 2)  # every chunk's entering states: ~θ's size
+    _launch(_bwd_transfer_kernel, theta, lattice, chunk, True, theta, dy, trans)
+    _launch(_carry_kernel, theta, lattice, chunk, False, trans, dfinal, entering, dstate0, REVERSE=True)
+    _launch(_bwd_chunk_kernel, theta, lattice, chunk, True, theta, u, ckpt, dy, entering, scratch, dtheta, du)
     return dtheta, du, dstate0

@@ -27,7 +27,9 @@ models), so the saving is measured in the same run:
 
 (One layer alone gains nothing from checkpointing: backward recomputes that very layer's activations.)
 ``--autocast-bf16`` runs every forward under ``torch.autocast(bfloat16)`` (the model flag's rule; default
-fp32). Writes ``bench.json`` and ``bench.png``.
+fp32). Writes ``bench.json`` and ``bench.png``. On CUDA, $FOCUS_SCAN_SCHEDULE=sequential|chunked|auto forces the
+Triton scan's schedule over time (ops/selective_triton.py), and a layer row records the one that ran
+(``scan_schedule``): run once with each to set the threshold.
 """
 import argparse
 import json
@@ -176,7 +178,16 @@ def measure(name: str, length: int, args) -> Dict:
     median = statistics.median(times)
     calls_all, calls = count_calls(lambda: (reset(), step()))  # one more pass, under the profiler, untimed
     return {"layer": name, "length": length, "seconds": median, "times": times,
-            "tokens_per_s": args.batch * length / median, "peak_bytes": peak, "calls": calls, "calls_all": calls_all}
+            "tokens_per_s": args.batch * length / median, "peak_bytes": peak, "calls": calls, "calls_all": calls_all,
+            **scan_schedule()}
+
+
+def scan_schedule() -> Dict:
+    """{"scan_schedule": {"fwd": …, "bwd": …}}: the schedules over time the Triton scan ran last in this process
+    (ops/selective_triton.py; $FOCUS_SCAN_SCHEDULE forces one), or {} where it did not run."""
+    triton_scan = sys.modules.get("fairseq_focus.ops.selective_triton")
+    ran = getattr(triton_scan, "last_schedule", None)
+    return {"scan_schedule": dict(ran)} if ran else {}
 
 
 def build_lm_decoder(kind: str, length: int, checkpoint: bool, dictionary, args) -> nn.Module:
@@ -410,7 +421,8 @@ def write_results(rows: List[Dict], steps: List[Dict], args) -> None:
     """bench.json (with the run's settings and versions) and bench.png under ``--out``; the tables to stdout."""
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k not in ("out", "child", "passthrough")}
-    meta.update(torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M"), cpu_count=os.cpu_count())
+    meta.update(torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M"), cpu_count=os.cpu_count(),
+                focus_scan_schedule=os.environ.get("FOCUS_SCAN_SCHEDULE", "auto"))
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
     (args.out / "bench.json").write_text(json.dumps({"meta": meta, "layers": rows, "model_steps": steps}, indent=1))
