@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # First-run check of the node you are about to train on (fairseq_focus/tools/check_node.py says what
-# and how): builds the registered archs and counts their parameters, trains focus_lm_enwik8_mega and
-# focus_lm_enwik8_ema briefly on a synthetic byte corpus in bf16 (--autocast-bf16) and fp16 (--fp16),
-# checks incremental decoding against the parallel forward, and runs the layer benchmark in fp32 and
-# bf16. About 10 minutes on one GPU; without CUDA, a CPU smoke run of the same steps at tiny sizes.
+# and how): builds the registered archs and fairseq's transformer_lm (sized to focus_lm_enwik8) and counts
+# their parameters; trains focus_lm_enwik8, focus_lm_enwik8_ema (MEGA) and transformer_lm briefly at 4K
+# tokens on a synthetic byte corpus in bf16 (--autocast-bf16; transformer_lm: the task's
+# --task-autocast-bf16) and fp16 (--fp16), and tables their whole-step tokens/s with the ratios
+# focus_lm_enwik8 ÷ focus_lm_enwik8_ema and ÷ transformer_lm; checks incremental decoding against the
+# parallel forward; and runs the layer benchmark (the selective and static carry layers, the adaptive
+# one, MEGA's EMA layer, fairseq's layer) in fp32 and bf16. About 15 minutes on one GPU (an estimate);
+# without CUDA, a CPU smoke run of the same steps at tiny sizes.
 #
 #   bash recipes/check_gpu.sh [OUT_DIR]        # OUT_DIR (default check-out): check.json, check.md, logs/, work/
 #   CHECK_STEPS=100 CHECK_LENGTHS=1024 bash recipes/check_gpu.sh /tmp/check   # CHECK_* override any size

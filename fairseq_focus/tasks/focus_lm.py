@@ -3,25 +3,61 @@
 With one token per byte/character (newlines kept as line breaks, so each line's end-of-sentence
 token stands for the newline), the mean negative log-likelihood per token in base 2 is the BPC.
 ``fairseq-eval-lm`` prints it as "Loss (base 2)".
+
+``--task-autocast-bf16`` runs the forward and loss of every training and validation step under
+torch.autocast(bfloat16) by the plugin's rule (ops/precision.py: refused on a GPU without bf16 units),
+whatever the arch: the bf16 path of fairseq's own ``transformer_lm`` (fairseq 0.12's ``--bf16`` means
+TPU), so that it trains beside the Focus archs' ``--autocast-bf16`` in the same precision.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from fairseq import metrics
 from fairseq.data import (AppendTokenDataset, IdDataset, ListDataset, NestedDictionaryDataset, NumelDataset,
                           PadDataset, PrependTokenDataset, StripTokenDataset)
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
+from ..ops.precision import model_autocast
+
 
 @dataclass
 class FocusLMTaskConfig(LanguageModelingConfig):
-    pass
+    task_autocast_bf16: bool = field(
+        default=False,
+        metadata={"help": "run each step's forward and loss under torch.autocast(bfloat16), for any arch: bf16 "
+                          "for fairseq's transformer_lm (0.12's --bf16 means TPU); the Focus archs have their "
+                          "own --autocast-bf16. Refused where the device cannot compute in bf16"})
 
 
 @register_task("focus_lm", dataclass=FocusLMTaskConfig)
 class FocusLMTask(LanguageModelingTask):
+    def _autocast(self, model):
+        """bf16 autocast on the model's device under --task-autocast-bf16, else a context that changes nothing."""
+        enabled = bool(getattr(self.args, "task_autocast_bf16", False))
+        return model_autocast(enabled, next(model.parameters()).device if enabled else None)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's step, the forward and loss under --task-autocast-bf16's autocast (backward outside it,
+        as fairseq's --amp does)."""
+        if not getattr(self.args, "task_autocast_bf16", False):
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        model.train()
+        model.set_num_updates(update_num)
+        with torch.autograd.profiler.record_function("forward"), self._autocast(model):
+            loss, sample_size, logging_output = criterion(model, sample)
+        if ignore_grad:
+            loss *= 0
+        with torch.autograd.profiler.record_function("backward"):
+            optimizer.backward(loss)
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        with self._autocast(model):
+            return super().valid_step(sample, model, criterion)
+
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
         # nll_loss when the criterion smooths labels, else loss; both are sums in nats

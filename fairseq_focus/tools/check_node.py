@@ -3,26 +3,35 @@
     bash recipes/check_gpu.sh [OUT_DIR]                      # the check (default OUT_DIR: check-out)
     python -m fairseq_focus.tools.check_node --out OUT_DIR   # the same, without the wrapper
 
-On a CUDA device it runs the real sizes on one GPU (budgeted for 10 minutes: each training run stops
-after ``CHECK_TRAIN_MINUTES`` of training even short of ``CHECK_STEPS``; the budget is an estimate, not
-yet timed on a GPU); where torch sees no CUDA device it runs a CPU *smoke* mode of the very same steps
-at tiny sizes (about a minute), which is what the test suite runs. What it checks, in order:
+On a CUDA device it runs the real sizes on one GPU (budgeted for about 15 minutes: six training runs,
+each stopped after ``CHECK_TRAIN_MINUTES`` of training even short of ``CHECK_STEPS``, and the bench of
+five layers at three lengths in two precisions; the budget is an estimate, not yet timed on a GPU);
+where torch sees no CUDA device it runs a CPU *smoke* mode of the very same steps at tiny sizes (a few
+minutes), which is what the test suite runs. By default it fills the table of the GPU targets: the
+selective (default) and the static carry layer beside MEGA's EMA layer and fairseq's layer, and a whole
+training step of ``focus_lm_enwik8`` against ``focus_lm_enwik8_ema`` (MEGA) and fairseq's own
+``transformer_lm`` at 4K tokens in bf16 (and fp16). What it checks, in order:
 
 1. **archs**: builds every ``CHECK_ARCHS`` arch through fairseq's own parser, arch defaults and task, as
    ``fairseq-train`` would, for a 256-byte dictionary (260 tokens with fairseq's 4 specials, the
    vocabulary of README's table) at ``--tokens-per-sample CHECK_TOKENS``, and records its parameter
-   count. An arch that does not build fails.
+   count; ``transformer_lm`` is built at ``TRANSFORMER_FLAGS`` (pre-norm, tied, sized to within 3 % of
+   ``focus_lm_enwik8``). An arch that does not build fails.
 2. **train**: writes a synthetic byte corpus (words of random bytes chained by a fixed random successor
    table, 5 % noise bytes: structure a model learns within a few hundred updates), binarizes it with
    ``fairseq-preprocess --only-source`` (one token per byte, data/byte_codec.py) and runs
    ``fairseq-train --user-dir fairseq_focus --task focus_lm`` for every ``CHECK_TRAIN_ARCHS`` arch in
-   every ``CHECK_PRECISIONS`` precision: ``bf16`` is the model's ``--autocast-bf16`` (fairseq 0.12's
-   ``--bf16`` turns on TPU mode), ``fp16`` is fairseq's ``--fp16`` (``CHECK_FP16_FLAG=--amp`` checks
+   every ``CHECK_PRECISIONS`` precision: ``bf16`` is the Focus model's ``--autocast-bf16`` and, for
+   ``transformer_lm`` (no such model flag), the task's ``--task-autocast-bf16`` (fairseq 0.12's
+   ``--bf16`` turns on TPU mode); ``fp16`` is fairseq's ``--fp16`` (``CHECK_FP16_FLAG=--amp`` checks
    what the recipes' ``PRECISION=fp16`` uses instead), ``fp32`` neither. A run passes when fairseq-train
    exits 0 and the last logged train loss is finite and below the first; fp16 runs also report how
    often fairseq logged "overflow detected" and the final loss scale. Without CUDA the fp16 runs are
    skipped, with the reason recorded (fairseq's fp16 and AMP paths need CUDA); so are the bf16 runs
    (and bench) on a GPU without bfloat16 units. One process on one GPU (``--distributed-world-size 1``).
+   The report's whole-step table gives each passed run's tokens/s (fairseq's ``wps`` over the last
+   logged interval) per precision, with ``focus_lm_enwik8 ÷ focus_lm_enwik8_ema`` and
+   ``÷ transformer_lm`` within the run and precision ("—" where a run is missing, skipped or failed).
 3. **incremental**: every ``CHECK_INCR_ARCHS`` arch, shrunk to 2 layers with bins and attention chunks
    that a ``CHECK_INCR_LENGTH``-token sequence crosses several times, in eval mode and fp32 (TF32 off)
    on the device: the log-probabilities of the parallel ``decoder(tokens)`` against fairseq's
@@ -71,6 +80,21 @@ BENCH_DTYPES = ("fp32", "bf16")
 TINY_FLAGS = ["--decoder-layers", "2", "--decoder-embed-dim", "32", "--decoder-hidden-dim", "32",
               "--decoder-ffn-embed-dim", "32", "--decoder-z-dim", "16", "--bin-size", "16", "--chunk-size", "32",
               "--hyper-kernel-size", "64"]
+# fairseq's own transformer_lm (arch transformer_lm, task focus_lm), pre-norm with tied embeddings, at about
+# focus_lm_enwik8's parameter count: for 260 byte tokens at --tokens-per-sample 4096 (the check's arch
+# count), focus_lm_enwik8 has 20,657,144 parameters and this 21,161,984 (x1.024); 6 layers with FFN 2048
+# would be 19,048,448 (x0.922). Same width and FFN as focus_lm_enwik8, 10 layers instead of its 8.
+TRANSFORMER_ARCH = "transformer_lm"
+TRANSFORMER_FLAGS = ["--decoder-layers", "10", "--decoder-embed-dim", "512", "--decoder-input-dim", "512",
+                     "--decoder-output-dim", "512", "--decoder-ffn-embed-dim", "1024", "--decoder-attention-heads", "8",
+                     "--decoder-normalize-before", "--share-decoder-input-output-embed"]
+# its CHECK_TINY=1 widths (TINY_FLAGS are Focus flags that transformer_lm does not know)
+TRANSFORMER_TINY_FLAGS = ["--decoder-layers", "2", "--decoder-embed-dim", "32", "--decoder-input-dim", "32",
+                          "--decoder-output-dim", "32", "--decoder-ffn-embed-dim", "64",
+                          "--decoder-attention-heads", "2", "--decoder-normalize-before",
+                          "--share-decoder-input-output-embed"]
+# check.md's whole-step table: tokens/s of the first arch over the second's, same run and precision
+THROUGHPUT_RATIOS = (("focus_lm_enwik8", "focus_lm_enwik8_ema"), ("focus_lm_enwik8", TRANSFORMER_ARCH))
 # The incremental check's shrink of a full-size arch: 2 layers, bins and chunks a few hundred tokens cross.
 SMALL_FLAGS = ["--decoder-layers", "2", "--bin-size", "32", "--chunk-size", "64", "--hyper-kernel-size", "256"]
 # bench's widths at CHECK_TINY=1 (those of tests/test_bench.py), one repeat
@@ -91,11 +115,13 @@ class Setting:
 SETTINGS = [
     Setting("CHECK_DEVICE", "cuda", "cpu", "cuda or cpu (default: cuda when torch sees one)"),
     Setting("CHECK_TINY", "0", "1", "1: tiny widths (tests/helpers.py:TINY_LM) for training, incremental and bench"),
-    Setting("CHECK_ARCHS", "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_ema,focus_lm_enwik8_paper",
-            "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_ema,focus_lm_enwik8_paper",
-            "archs to build and count (always at their registered sizes)"),
-    Setting("CHECK_TRAIN_ARCHS", "focus_lm_enwik8_mega,focus_lm_enwik8_ema", "focus_lm_enwik8_mega,focus_lm_enwik8_ema",
-            "archs to train ('' skips training)"),
+    Setting("CHECK_ARCHS", "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_ema,focus_lm_enwik8_paper,"
+            "transformer_lm", "focus_lm,focus_lm_enwik8,focus_lm_enwik8_mega,focus_lm_enwik8_ema,focus_lm_enwik8_paper,"
+            "transformer_lm", "archs to build and count (always at their registered sizes; transformer_lm at "
+            "TRANSFORMER_FLAGS, about focus_lm_enwik8's count)"),
+    Setting("CHECK_TRAIN_ARCHS", "focus_lm_enwik8,focus_lm_enwik8_ema,transformer_lm",
+            "focus_lm_enwik8,focus_lm_enwik8_ema,transformer_lm",
+            "archs to train ('' skips training): any focus_lm arch, and fairseq's transformer_lm"),
     Setting("CHECK_PRECISIONS", "bf16,fp16", "bf16,fp16", "training precisions out of fp32, bf16, fp16"),
     Setting("CHECK_FP16_FLAG", "--fp16", "--fp16", "fairseq's flag for the fp16 runs: --fp16 or --amp"),
     Setting("CHECK_STEPS", "300", "16", "updates per training run"),
@@ -110,9 +136,11 @@ SETTINGS = [
     Setting("CHECK_INCR_LENGTH", "300", "70", "tokens decoded one by one in the incremental check"),
     Setting("CHECK_INCR_TOL", "1e-4", "1e-4", "largest allowed |log p| difference, incremental vs parallel (fp32)"),
     Setting("CHECK_LENGTHS", "1024,4096,16384", "64", "bench's L ('' skips the bench)"),
-    Setting("CHECK_BENCH_LAYERS", "focus-selective-carry,focus-adaptive-carry,mega-ema,fairseq-layer",
-            "focus-selective-carry,fairseq-layer", "bench's layers (fairseq-layer is its baseline; add "
-            "plain-attention for the paper's Table 5 reference)"),
+    Setting("CHECK_BENCH_LAYERS",
+            "focus-selective-carry,focus-static-carry,focus-adaptive-carry,mega-ema,fairseq-layer",
+            "focus-selective-carry,focus-static-carry,fairseq-layer",
+            "bench's layers (the selective and the static carry head of the GPU targets; fairseq-layer is its "
+            "baseline; add plain-attention for the paper's Table 5 reference)"),
     Setting("CHECK_BENCH_DTYPES", "fp32,bf16", "fp32,bf16", "bench precisions out of fp32, bf16"),
     Setting("CHECK_SEED", "1", "1", "seed of the corpus, the training runs and the incremental tokens"),
 ]
@@ -189,6 +217,13 @@ def focus_archs() -> List[str]:
     return sorted(arch for arch, model in ARCH_MODEL_NAME_REGISTRY.items() if model == "focus_lm")
 
 
+def model_flags(arch: str, tiny: bool) -> List[str]:
+    """An arch's size flags: CHECK_TINY's widths, else its registered size (transformer_lm: its own of both)."""
+    if arch == TRANSFORMER_ARCH:
+        return TRANSFORMER_TINY_FLAGS if tiny else TRANSFORMER_FLAGS
+    return TINY_FLAGS if tiny else []
+
+
 def parse_config(raw: Mapping[str, str], cuda_available: bool) -> Config:
     """Typed, validated settings; InputError on the first that cannot be used."""
     from . import bench
@@ -204,8 +239,8 @@ def parse_config(raw: Mapping[str, str], cuda_available: bool) -> Config:
     archs = focus_archs()
     cfg = Config(
         device=device, smoke=device == "cpu", tiny=raw["CHECK_TINY"] == "1",
-        archs=name_list("CHECK_ARCHS", raw["CHECK_ARCHS"], archs),
-        train_archs=name_list("CHECK_TRAIN_ARCHS", raw["CHECK_TRAIN_ARCHS"], archs),
+        archs=name_list("CHECK_ARCHS", raw["CHECK_ARCHS"], archs + [TRANSFORMER_ARCH]),
+        train_archs=name_list("CHECK_TRAIN_ARCHS", raw["CHECK_TRAIN_ARCHS"], archs + [TRANSFORMER_ARCH]),
         precisions=name_list("CHECK_PRECISIONS", raw["CHECK_PRECISIONS"], ALL_PRECISIONS),
         fp16_flag=raw["CHECK_FP16_FLAG"],
         steps=positive_int("CHECK_STEPS", raw["CHECK_STEPS"]),
@@ -287,7 +322,7 @@ def count_archs(archs: List[str], dict_dir: Path, tokens: int, failures: List[st
     rows = []
     for arch in archs:
         try:
-            model = build_model(arch, [], dict_dir, tokens)
+            model = build_model(arch, model_flags(arch, tiny=False), dict_dir, tokens)
         except (ValueError, RuntimeError, AssertionError, TypeError) as e:
             failures.append(f"arch {arch} does not build: {type(e).__name__}: {one_line(e)}")
             rows.append({"arch": arch, "params": None, "tokens_per_sample": tokens, "error": f"{type(e).__name__}: {one_line(e)}"})
@@ -338,8 +373,10 @@ def make_data_bin(cfg: Config, work: Path, logs: Path) -> Dict:
             **{f"{name}_bytes": len(part) for name, part in parts.items()}}
 
 
-def precision_flags(precision: str, fp16_flag: str) -> List[str]:
-    return {"fp32": [], "bf16": ["--autocast-bf16"], "fp16": [fp16_flag]}[precision]
+def precision_flags(precision: str, fp16_flag: str, arch: str) -> List[str]:
+    """bf16: the Focus model's --autocast-bf16; for transformer_lm, the focus_lm task's --task-autocast-bf16."""
+    bf16 = "--task-autocast-bf16" if arch == TRANSFORMER_ARCH else "--autocast-bf16"
+    return {"fp32": [], "bf16": [bf16], "fp16": [fp16_flag]}[precision]
 
 
 def no_bf16_units(device: str) -> bool:
@@ -381,11 +418,11 @@ def train_command(cfg: Config, arch: str, precision: str, data_bin: Path, save_d
            "--log-format", "json", "--log-interval", str(log_interval(cfg.steps))]
     if cfg.device == "cpu":
         cmd.append("--cpu")
-    return cmd + precision_flags(precision, cfg.fp16_flag) + (TINY_FLAGS if cfg.tiny else [])
+    return cmd + precision_flags(precision, cfg.fp16_flag, arch) + model_flags(arch, cfg.tiny)
 
 
 LOG_ROW = re.compile(r"\| (train_inner|train) \| (\{.*\})\s*$")
-PARAMS = re.compile(r"focus_lm: (\d+) parameters")
+PARAMS = re.compile(r"focus_lm: (\d+) parameters|num\. shared model params: ([\d,]+)")  # the first: Focus archs
 
 
 def parse_train_log(text: str) -> Dict:
@@ -399,7 +436,7 @@ def parse_train_log(text: str) -> Dict:
         "loss_scale": float(inner[-1]["loss_scale"]) if inner and "loss_scale" in inner[-1] else None,
         "wps": float(inner[-1]["wps"]) if inner and "wps" in inner[-1] else None,
         "overflows": sum("overflow detected" in line for line in text.splitlines()),
-        "params": int(params.group(1)) if params else None,
+        "params": int((params.group(1) or params.group(2)).replace(",", "")) if params else None,
         "stopped_by_time_cap": "cumulative_training_time" in text,
     }
 
@@ -420,7 +457,7 @@ def judge_run(parsed: Dict, returncode: int, said: str = "") -> Optional[str]:
 
 def train_run(cfg: Config, arch: str, precision: str, data_bin: Path, work: Path, logs: Path) -> Dict:
     """One fairseq-train run, parsed and judged."""
-    row = {"arch": arch, "precision": precision, "flags": precision_flags(precision, cfg.fp16_flag)}
+    row = {"arch": arch, "precision": precision, "flags": precision_flags(precision, cfg.fp16_flag, arch)}
     reason = skip_reason(precision, cfg.device)
     if reason is not None:
         return {**row, "status": "skipped", "reason": reason}
@@ -448,6 +485,37 @@ def train_all(cfg: Config, data_bin: Path, work: Path, logs: Path, failures: Lis
             if r["status"] == "failed":
                 failures.append(f"train {arch} {precision}: {r['reason']} (log {r['log']})")
     return rows
+
+
+def throughput(train_rows: List[Dict], archs: List[str], precisions: List[str]) -> List[Dict]:
+    """Per precision: each arch's whole-step tokens/s (fairseq's wps over the last logged interval, passed
+    runs only) and the THROUGHPUT_RATIOS between archs of this run in that precision (None: a side missing)."""
+    wps = {(r["arch"], r["precision"]): r.get("wps") for r in train_rows if r["status"] == "passed"}
+    rows: List[Dict] = []
+    if not train_rows:
+        return rows
+    for precision in precisions:
+        speeds = {arch: wps.get((arch, precision)) for arch in archs}
+        ratios = {f"{a} / {b}": speeds[a] / speeds[b] if speeds.get(a) and speeds.get(b) else None
+                  for a, b in THROUGHPUT_RATIOS}
+        rows.append({"precision": precision, "tokens_per_s": speeds, "ratios": ratios})
+    return rows
+
+
+def throughput_markdown(rows: List[Dict], tokens: int) -> List[str]:
+    """check.md's table of ``throughput`` rows: one line per precision."""
+    if not rows:
+        return []
+    archs, ratios = list(rows[0]["tokens_per_s"]), list(rows[0]["ratios"])
+    out = ["", f"## Whole training step, tokens/s at {tokens} tokens per sample (fairseq's wps over the last "
+               "logged interval; each ratio within this run and precision)", "",
+           "| precision | " + " | ".join(archs + [r.replace(" / ", " ÷ ") for r in ratios]) + " |",
+           "|---" * (1 + len(archs) + len(ratios)) + "|"]
+    for r in rows:
+        cells = [fmt(r["tokens_per_s"][a], ".0f") for a in archs]
+        cells += ["—" if r["ratios"][k] is None else f"×{r['ratios'][k]:.2f}" for k in ratios]
+        out.append(f"| {r['precision']} | " + " | ".join(cells) + " |")
+    return out
 
 
 # ---- 3. incremental decoding == parallel forward -------------------------------------------------------------
@@ -592,6 +660,7 @@ def markdown(result: Dict) -> str:
                    f"{fmt(r.get('params'), ',')} | {fmt(r.get('updates'))} | {fmt(r.get('first_loss'), '.3f')} | "
                    f"{fmt(r.get('last_loss'), '.3f')} | {fmt(r.get('overflows'))} | {fmt(r.get('loss_scale'), 'g')} | "
                    f"{fmt(r.get('wps'), '.0f')} | {r.get('reason') or ('stopped by the time cap' if r.get('stopped_by_time_cap') else '')} |")
+    out += throughput_markdown(result.get("throughput", []), cfg["tokens"])
     out += ["", f"## Incremental decoding == parallel forward (fp32, TF32 off, on {cfg['device']})", "",
             "| arch | L | max abs Δ log p | tolerance | status |", "|---|---|---|---|---|"]
     out += [f"| {r['arch']} | {r['length']} | {fmt(r['max_abs_diff'], '.2e') if 'error' not in r else 'error: ' + r['error']} | "
@@ -643,6 +712,7 @@ def run_checks(cfg: Config, raw: Mapping[str, str], out_dir: Path) -> Dict:
         say(f"2/4 corpus: {cfg.corpus_bytes:,} synthetic bytes through fairseq-preprocess")
         result["corpus"] = make_data_bin(cfg, work, logs)
         result["train"] = train_all(cfg, Path(result["corpus"]["data_bin"]), work, logs, failures)
+    result["throughput"] = throughput(result["train"], cfg.train_archs, cfg.precisions)
     timings["train"] = round(time.time() - start - sum(timings.values()), 1)
     say(f"3/4 incremental == parallel on {cfg.device}")
     result["incremental"] = check_incremental(cfg, dict_dir, failures)
