@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterable, Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from ..modules.config import FILTER_INPUTS, FILTERS, REL_POS_BIASES, THETA_INITS, WIRINGS, FocusStackConfig
+from ..modules.config import (FILTER_INPUTS, FILTERS, GLOBAL_ATTENTION_DECAYS, GLOBAL_ATTENTIONS, REL_POS_BIASES,
+                              THETA_INITS, WIRINGS, FocusStackConfig)
 from ..ops.iir import MODES
 from ..ops.selective_iir import FORMS
 from ..ops.theta import PARAMS
@@ -33,6 +34,8 @@ class FocusModelConfig(FocusStackConfig, FairseqDataclass):
     block_wiring: ChoiceEnum(list(WIRINGS)) = stack_field("block_wiring")
     rel_pos_bias: ChoiceEnum(list(REL_POS_BIASES)) = stack_field("rel_pos_bias")
     selective_form: ChoiceEnum(list(FORMS)) = stack_field("selective_form")
+    global_attention: ChoiceEnum(list(GLOBAL_ATTENTIONS)) = stack_field("global_attention")
+    global_attention_decay: ChoiceEnum(list(GLOBAL_ATTENTION_DECAYS)) = stack_field("global_attention_decay")
 
 
 def set_default(args, name: str, value) -> None:

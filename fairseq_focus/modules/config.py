@@ -20,6 +20,8 @@ OLD_NAME = "old name of the default, kept for old checkpoints and command lines;
 RENAMED = {"share_hypernet": "no_share_hypernet", "normalize_before": "no_normalize_before"}
 WIRINGS = ("paper", "mega")
 REL_POS_BIASES = ("simple", "rotary")
+GLOBAL_ATTENTIONS = ("none", "based")
+GLOBAL_ATTENTION_DECAYS = ("none", "learned")
 
 
 @dataclass
@@ -143,6 +145,35 @@ class FocusStackConfig:
         metadata={"help": "relative position bias in each chunk: simple: a learned scalar per offset; rotary: "
                           "MEGA's rotary bias (two learned Z-vectors rotated per position; MEGA's enwik8 runs)"},
     )
+    # -- a global path beside the chunked attention (beyond the paper; issue 25) --
+    global_attention: str = field(
+        default="none",
+        metadata={"help": "none: the chunked softmax attention alone (the paper); based: add, in every block, a "
+                          "Based-style causal linear attention over the whole sequence to the chunked attention's "
+                          "output y, before the block's gates (a causal depthwise short conv on q, k, v; 2nd-order "
+                          "Taylor features; per-head RMS output norm; O(L) by chunks, its state carried across "
+                          "chunks and in decoding; modules/global_linear_attention.py)"},
+    )
+    global_attention_heads: int = field(
+        default=2,
+        metadata={"help": "heads of --global-attention based, each with its own q/k features and a "
+                          "--decoder-hidden-dim / heads share of the values (must divide it)"},
+    )
+    global_attention_feature_dim: int = field(
+        default=16,
+        metadata={"help": "F: q/k dim per head of --global-attention based; the Taylor features have 1 + F + F² "
+                          "entries (16, Based's: 273), the state per head (1 + F + F²) × (value dim + 1)"},
+    )
+    global_attention_conv: int = field(
+        default=3,
+        metadata={"help": "taps K of --global-attention based's causal depthwise short convolution on q, k and v "
+                          "(Based's and Hyena's 3; DeltaNet's 4; 1: a per-channel scale, no mixing in time)"},
+    )
+    global_attention_decay: str = field(
+        default="none",
+        metadata={"help": "--global-attention based's memory: none: the plain sum over the whole past (Based); "
+                          "learned: one decay γ = sigmoid(a) per head, started at 1 − 2^-(7+h) for head h"},
+    )
 
 
 def upgrade_renamed(cfg, renamed: Dict[str, str] = RENAMED) -> None:
@@ -203,5 +234,9 @@ def validate(cfg: FocusStackConfig) -> None:
     if getattr(cfg, "bidirectional_filter", False) and cfg.focus_filter in HYPER_FILTERS:
         raise ValueError(f"--bidirectional-filter needs a head that reads no left-to-right hypernetwork embedding "
                          f"(selective, static or ema), got --focus-filter {cfg.focus_filter}")
+    if getattr(cfg, "global_attention", "none") != "none":
+        from .global_linear_attention import check_global_attention
+        check_global_attention(cfg.global_attention, cfg.global_attention_heads, cfg.global_attention_feature_dim,
+                               cfg.global_attention_conv, cfg.global_attention_decay, cfg.decoder_hidden_dim)
     if cfg.focus_filter in HYPER_FILTERS and cfg.bin_size % cfg.oversampling != 0:
         raise ValueError(f"--bin-size {cfg.bin_size} must be a multiple of --oversampling {cfg.oversampling}")

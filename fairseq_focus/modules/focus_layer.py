@@ -12,6 +12,8 @@
 ``--block-wiring mega``: MEGA's gated attention with the filter in the EMA's place
 (:class:`~.mega_attention.MegaGatedAttention`). Either is followed by the NormalizedFFN. What both share
 (norm, filter, attention, streaming, relative bias) is :class:`~.gated_attention.GatedAttention`.
+``--global-attention based`` adds a global linear attention's output to y in either wiring (beyond the
+paper; :mod:`~.global_linear_attention`).
 Dropout placement, pre/post norm and the N(0, 0.02) init follow MEGA.
 
 Glossary: D = embed dim, Z = query/key dim, H = value/gate dim, M = chunk_size.
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from ..ops.precision import model_autocast
 from .gated_attention import GatedAttention
+from .global_linear_attention import build_global_attention
 from .mega_attention import MegaGatedAttention
 from .normalized_ffn import NormalizedFFN
 from .streaming import IncrementalState
@@ -64,6 +67,7 @@ class FocusBlock(nn.Module):
         self.attn = ATTENTIONS[cfg.block_wiring](
             dim, cfg.decoder_z_dim, cfg.decoder_hidden_dim, cfg.chunk_size, global_filter,
             cfg.dropout, cfg.attention_dropout, cfg.hidden_dropout, not cfg.no_normalize_before, cfg.rel_pos_bias,
+            build_global_attention(cfg),
         )
         self.ffn = NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout, not cfg.no_normalize_before)
         self.autocast_bf16 = cfg.autocast_bf16

@@ -15,6 +15,11 @@ the ops as the (2M − 1,) offset vector ``rel_pos()``:
   angles i·θ_k on the pairs (dim k, dim k + Z/2), θ_k = 10000^(−k/(Z/2)); bias[i, j] = rot_i(a)·rot_j(b).
   As a function of o = j − i: f(o) = Σ_k (a1·b1 + a2·b2)_k cos(o θ_k) + (a2·b1 − a1·b2)_k sin(o θ_k).
 
+Global path (``--global-attention based``, beyond the paper): a module that maps the normed input x
+(B, L, D) to (B, L, H) over the whole sequence (modules/global_linear_attention.py); its output is added
+to the chunked attention's output y before :meth:`GatedAttention.combine`, so the wiring's own gates act
+on the sum. None (the default) leaves the block as it was.
+
 Layout: batch first, x (B, L, D); L a multiple of the chunk (and bin) size — the stack pads.
 Streaming (``forward_stream``, inference): n new positions at pos … pos+n−1; the filter carries its
 own state, the attention keeps the keys/values of the current chunk (ops/chunked_attention.py's
@@ -85,7 +90,7 @@ class GatedAttention(StreamingModule):
 
     def __init__(self, dim: int, zdim: int, hdim: int, chunk_size: int, global_filter: nn.Module,
                  dropout: float, attention_dropout: float, hidden_dropout: float, prenorm: bool,
-                 rel_pos_bias: str = "simple"):
+                 rel_pos_bias: str = "simple", global_attention: Optional[nn.Module] = None):
         super().__init__()
         self.dim, self.zdim, self.hdim, self.chunk_size, self.prenorm = dim, zdim, hdim, chunk_size, prenorm
         self.norm = nn.LayerNorm(dim)
@@ -95,6 +100,7 @@ class GatedAttention(StreamingModule):
         self.dropout = nn.Dropout(dropout)
         self.hidden_dropout = nn.Dropout(hidden_dropout)
         self.attention_dropout = attention_dropout
+        self.global_attention = global_attention  # None, or x (B, L, D) -> (B, L, H) added to y
 
     def build_projections(self, dim: int, zdim: int, hdim: int) -> List[nn.Linear]:
         """Create the wiring's own parameters; return its linear maps, which get MEGA's init."""
@@ -118,6 +124,8 @@ class GatedAttention(StreamingModule):
         q, k, v, gates = self.project(x, self.dropout(self.filter(x, e)))
         p = self.attention_dropout if self.training else 0.0
         y = chunked_attention(q, k, self.hidden_dropout(v), self.rel_pos(), self.chunk_size, padding_mask, p)
+        if self.global_attention is not None:
+            y = y + self.global_attention(x, padding_mask)
         return self._output(residual, gates, y)
 
     def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
@@ -131,6 +139,8 @@ class GatedAttention(StreamingModule):
         y, cache = chunked_attention_segment(q, k, self.hidden_dropout(v), self.rel_pos(), self.chunk_size, pos,
                                              cache, padding_mask)
         self.set_cache(incremental_state, {"k": cache.k, "v": cache.v, "pad": cache.padding_mask})
+        if self.global_attention is not None:
+            y = y + self.global_attention.forward_stream(x, incremental_state, padding_mask)
         return self._output(residual, gates, y)
 
     def _output(self, residual: Tensor, gates: Any, y: Tensor) -> Tensor:
