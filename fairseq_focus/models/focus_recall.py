@@ -24,6 +24,10 @@ focus_recall_static            focus_lm, static filter     Focus-H
 focus_recall_ema               focus_lm, MEGA's block      MEGA-EMA
 focus_recall_transformer       fairseq's transformer_lm    Transformer (attention only)
 =============================  ==========================  ============================
+
+The Focus archs take every stack flag, among them ``--global-attention based`` (issue 25: a global
+linear attention beside the chunked attention, modules/global_linear_attention.py). Its default stays
+``none`` here until a measurement supports a change (recipes/associative_recall/README.md, "Planned").
 """
 import math
 
