@@ -60,7 +60,8 @@ def _loss_and_grads(fn, q, k, v, log_decay, state):
     st = next(it) if state is not None else None
     y, s = fn(*leaves, ld, st)
     g = torch.Generator().manual_seed(9)
-    loss = (y * torch.randn(y.shape, dtype=D64, generator=g)).sum() + (s * torch.randn(s.shape, dtype=D64, generator=g)).sum()
+    weights = [torch.randn(t.shape, dtype=D64, generator=g) for t in (y, s)]
+    loss = (y * weights[0]).sum() + (s * weights[1]).sum()
     grads = torch.autograd.grad(loss, leaves + extra)
     return y, s, grads
 
@@ -74,7 +75,8 @@ def test_chunked_equals_loop_twin_values_state_and_gradients(length, decay, carr
     state = random_state(2, 2, 3, 4) if carried else None
     mask = torch.rand(2, length, generator=torch.Generator().manual_seed(3)) > 0.25
     mask[:, 0] = True
-    ref = _loss_and_grads(lambda a, b, c, ld, st: linear_attention_ref(a, b, c, ld, mask, st), q, k, v, log_decay, state)
+    ref = _loss_and_grads(lambda a, b, c, ld, st: linear_attention_ref(a, b, c, ld, mask, st),
+                          q, k, v, log_decay, state)
     for chunk in (1, 4, 5, 16, 64):
         got = _loss_and_grads(lambda a, b, c, ld, st: linear_attention(a, b, c, chunk, ld, mask, st),
                               q, k, v, log_decay, state)
@@ -307,6 +309,23 @@ def test_option_off_builds_the_model_as_before():
     cfg = FocusStackConfig()
     del cfg.global_attention  # a config from before the option
     assert build_global_attention(cfg) is None
+
+
+def test_the_option_trains_under_cpu_bf16_autocast_with_the_op_in_fp32():
+    decoder = tiny_decoder().float().train()
+    tokens = random_tokens(decoder, 2, 40)
+    glob = decoder.stack.blocks[0].attn.global_attention
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert glob.proj(torch.randn(2, 16)).dtype == torch.bfloat16  # autocast really on
+        q, k, v = glob._split(glob.proj(torch.randn(1, 5, 16)))
+        assert linear_attention(q, k, v, 4)[1].dtype == torch.float32  # the state: fp32 under autocast
+        logits, _ = decoder(tokens)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
+    loss.backward()
+    assert math.isfinite(loss.item())
+    for p in decoder.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert float(glob.conv.grad.abs().max()) > 0
 
 
 @pytest.mark.parametrize("change,match", [

@@ -9,8 +9,8 @@ block, from the block's (normed) input x:
     u        = x W_u + b_u,  zeroed at pads                  (B, L, 2·H_g·F + E_v) = [q | k | v]
     u        = ShortConv_K(u)                                 causal depthwise, K taps (ops/short_conv.py)
     q, k, v  = split(u)                                       (B, L, H_g, F), (B, L, H_g, F), (B, L, H_g, E)
-    o        = LinearAttn_φ(q, k, v; γ)                       ops/linear_attention.py: φ Based's Taylor map,
-                                                              y_t = Σ_j γ^{t−j} φ(q_t)·φ(k_j) v_j / Σ_j γ^{t−j} φ(q_t)·φ(k_j)
+    o        = LinearAttn_φ(q, k, v; γ)                       ops/linear_attention.py, φ Based's Taylor map:
+               o_t = Σ_{j≤t} γ^{t−j} φ(q_t)·φ(k_j) v_j / Σ_{j≤t} γ^{t−j} φ(q_t)·φ(k_j)
     g        = RMSNorm_per_head(o) · w                        output norm, gain w ∈ R^{E_v} (init 1)
 
 and the block adds g to its chunked attention output y before its own gates: y ← y + g (E_v = the
@@ -26,7 +26,10 @@ of ≈ 128 tokens), so it starts near "no decay".
 Init: LeCun normal, N(0, 1/D), zero bias for W_u (q and k at unit scale, so s = q·k/√F starts O(1) and the
 Taylor weights differ between keys; MEGA's N(0, 0.02) would give s ≈ 0, a plain running mean of v);
 PyTorch's Conv1d default for the conv taps, U(±1/√K), as Based's and fla's short convolutions; norm gain 1.
-No dropout inside the path.
+No dropout inside the path. Scale at init, measured in the first block of the recall width (D 64, H 128,
+B 8, 96 positions): g has std 1.0, the chunked attention's y 0.03–0.12 (its values come from MEGA's
+N(0, 0.02) projections), so the global path dominates the sum at first; both then pass the wiring's
+N(0, 0.02) maps, where g's share is about the size of the gate's own input term. Not tuned.
 
 Streaming: the cache holds the conv's last K − 1 projections ("conv", (B, K−1, C)) and the attention
 state ("state", (B, H_g, P, E+1)); a single new token goes through the O(P·E) step, longer segments

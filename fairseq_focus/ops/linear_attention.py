@@ -12,7 +12,7 @@ and 1 + s + s²/2 = ((1 + s)² + 1) / 2 ≥ 1/2: every attention weight is posit
 Per head, with a decay γ ∈ (0, 1] (γ = 1 is Based's "no decay"; the ops take log γ ≤ 0):
 
     ṽ_t = m_t · [v_t, 1] ∈ R^{E+1}              m_t = 0 at a masked (padding) key, else 1
-    S_t = γ S_{t−1} + φ(k_t) ṽ_tᵀ                (P, E+1): [Σ γ^{t−j} φ(k_j) v_jᵀ | z_t = Σ γ^{t−j} φ(k_j)]
+    S_t = γ S_{t−1} + φ(k_t) ṽ_tᵀ       (P, E+1) = [Σ γ^{t−j} φ(k_j) v_jᵀ | z_t = Σ γ^{t−j} φ(k_j)]
     o_t = S_tᵀ φ(q_t)                            (E+1)
     y_t = o_t[:E] / o_t[E]                       numerator over the normaliser z_tᵀ φ(q_t)
 

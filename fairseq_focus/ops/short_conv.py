@@ -23,7 +23,8 @@ from torch import Tensor
 
 def _check(x: Tensor, weight: Tensor) -> None:
     if x.dim() != 3 or weight.dim() != 2 or weight.size(0) != x.size(-1) or weight.size(1) < 1:
-        raise ValueError(f"short_conv needs x (B, L, C) and weight (C, K ≥ 1), got {tuple(x.shape)}, {tuple(weight.shape)}")
+        raise ValueError(f"short_conv needs x (B, L, C) and weight (C, K ≥ 1), "
+                         f"got {tuple(x.shape)}, {tuple(weight.shape)}")
 
 
 def short_conv(x: Tensor, weight: Tensor) -> Tensor:
