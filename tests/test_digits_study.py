@@ -22,7 +22,7 @@ x | INFO | fairseq_cli.train | done training in 12.5 seconds
 
 def _result(model, order, seed, acc):
     return {"run": study.run_name(model, order, seed), "model": model, "order": order, "seed": seed, "params": 100,
-            "max_update": 10, "test_accuracy": acc, "train_accuracy_by_epoch": [50.0, 99.0], "best_valid_accuracy": 90.0}
+            "max_update": 2000, "test_accuracy": acc, "train_accuracy_by_epoch": [50.0, 99.0], "best_valid_accuracy": 90.0}
 
 
 def test_parse_train_log():
@@ -37,7 +37,7 @@ def test_table_and_head_to_head():
     results = [_result("focus", "sequential", 1, 98.0), _result("focus", "sequential", 2, 96.0),
                _result("mega", "sequential", 1, 97.0), _result("transformer", "sequential", 1, 98.5)]
     text = study.table(results)
-    assert "| sequential | focus | 100 | 10 | s1 98.00, s2 96.00 | 97.00 | 99.0, 99.0 | 90.0, 90.0 |" in text
+    assert "| sequential | focus | 100 | 2000 | s1 98.00, s2 96.00 | 97.00 | 99.0, 99.0 | 90.0, 90.0 |" in text
     lines = study.head_to_head(results).splitlines()
     assert lines[0] == "sequential seed 1: focus 98.00 vs mega 97.00, transformer 98.50 (not below)"
     assert lines[1] == "sequential seed 2: focus 96.00 vs nothing yet"
