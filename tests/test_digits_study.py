@@ -56,10 +56,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_one_tiny_run_end_to_end(tmp_path, capsys):
     argv = ["run", "--work", str(tmp_path), "--model", "focus", "--order", "permuted", "--seed", "3", "--max-update", "3"]
     assert study.main(argv) == 0
-    result = json.loads((tmp_path / "results" / "focus-permuted-seed3.json").read_text())
+    result = json.loads((tmp_path / "results" / "focus-permuted-seed3-u3.json").read_text())  # -u: not the study's budget
     assert result["params"] == 126280 and 0.0 <= result["test_accuracy"] <= 100.0  # the count in MODELS' comment
     assert "PERMUTE_SEED=1" in result["train_command"] and "--bidirectional-filter" in result["train_command"]
     assert result["train_command"].endswith("bash recipes/pixels_common/train.sh")
     assert "SUBSET=test" in result["eval_command"]
-    assert "permuted with seed 1" in (tmp_path / "logs" / "focus-permuted-seed3.log").read_text()
-    assert "| permuted | focus | 126,280 | 3 | s3 " in study.table(study.load_results(tmp_path))
+    assert "permuted with seed 1" in (tmp_path / "logs" / "focus-permuted-seed3-u3.log").read_text()
+    assert "| permuted | focus (3 updates) | 126,280 | 3 | s3 " in study.table(study.load_results(tmp_path))

@@ -5,7 +5,7 @@
 # sets the per-dataset defaults; every variable below can be overridden from the environment.
 #
 #   DATA          prepared data directory (recipes/<name>/prepare.sh)
-#   ARCH          focus_smnist | focus_smnist_static | focus_smnist_ema (… pmnist, scifar)
+#   ARCH          focus_smnist | _causal | _static | _ema | _transformer | _paper | _static_paper | _ema_paper (… pmnist, scifar)
 #   SAVE_DIR      checkpoints; re-running resumes from SAVE_DIR/checkpoint_last.pt (fairseq's default)
 #   GPUS          GPUs on this node (default: all that nvidia-smi lists, else 1 = one GPU or the CPU);
 #                 > 1 runs fairseq's own DDP (one process per GPU, NCCL). BATCH_SIZE is per GPU.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Permuted MNIST: the 784 pixels of every image reordered by one fixed permutation (seed PERMUTE_SEED).
 # Variables: see ../pixels_common/train.sh.
-#   ARCH = focus_pmnist (Focus) | focus_pmnist_static (Focus-H) | focus_pmnist_ema (MEGA's EMA)
+#   ARCH = focus_pmnist (Focus: the selective head both ways, chunks of four rows) | focus_pmnist_causal (left to right)
+#          | focus_pmnist_static (Focus-H) | focus_pmnist_ema (MEGA's block, EMA both ways) | focus_pmnist_transformer
+#          | focus_pmnist_paper, _static_paper, _ema_paper (the paper's head and whole-image chunk: reproduction)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export DATA="${DATA:-data-bin/mnist}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sequential MNIST: 784 pixels in raster order, one channel. Variables: see ../pixels_common/train.sh.
-#   ARCH = focus_smnist (Focus) | focus_smnist_static (Focus-H) | focus_smnist_ema (MEGA's EMA)
+#   ARCH = focus_smnist (Focus: the selective head both ways, chunks of four rows) | focus_smnist_causal (left to right)
+#          | focus_smnist_static (Focus-H) | focus_smnist_ema (MEGA's block, EMA both ways) | focus_smnist_transformer
+#          | focus_smnist_paper, _static_paper, _ema_paper (the paper's head and whole-image chunk: reproduction)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export DATA="${DATA:-data-bin/mnist}"
