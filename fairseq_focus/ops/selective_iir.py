@@ -10,7 +10,10 @@ a 2×2 linear recurrence, so the pairs (A_t, b_t) compose associatively,
 (A', b') ∘ (A, b) = (A'A, A'b + b'), and the whole sequence is one scan (Blelloch 1990; the same
 structure as the selective scan of Mamba, Gu & Dao 2023, with a 2×2 block instead of a diagonal).
 
-Fast path (:func:`tv_iir_filter`), chunked: the sequence is cut into L/C chunks of C samples. Inside
+Fast path (:func:`tv_iir_filter`): the fused kernel of ``ops/selective_fused.py`` (one call forward, one
+backward, the adjoint scan run backward in time; compiled C++ on CPU, Triton on CUDA) wherever one is at
+hand. Where none is, and as the fused path's second twin, the chunked torch scan
+(:func:`tv_iir_filter_scan`): the sequence is cut into L/C chunks of C samples. Inside
 the chunks, all at once, C elementwise steps give each sample's zero-start state v[t] and the product
 P[t] = A_t…A_{chunk start} (:func:`_sequential_scan`); a Hillis–Steele scan over the chunks' end pairs
 (:func:`_log_scan`, log₂(L/C) steps) gives the state S entering each chunk; then s[t] = v[t] + P[t]·S.
