@@ -31,3 +31,20 @@ def assert_pixel_causal(features_fn, pixels: torch.Tensor, t: int, atol: float =
         before, after = features_fn(pixels), features_fn(perturbed)
     moved = (before[:, :t] - after[:, :t]).abs().max().item()
     assert moved < atol, f"outputs at positions < {t} moved by {moved:.3g} when only pixel {t} changed"
+
+
+def assert_chunk_local(score_fn, tokens: torch.Tensor, s: int, chunk: int, vocab: range, seed: int = 0) -> None:
+    """Change token s and assert that no output from the next chunk on moves, not even by rounding:
+    nothing may cross the attention chunks (cut every ``chunk`` positions from 0).
+
+    score_fn: (B, L) tokens -> (B, L, ...) outputs. Raises AssertionError naming the largest change.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    perturbed = tokens.clone()
+    shift = torch.randint(1, len(vocab), perturbed[:, s].shape, generator=gen)
+    perturbed[:, s] = vocab.start + (perturbed[:, s] - vocab.start + shift) % len(vocab)  # a different token
+    with torch.no_grad():
+        before, after = score_fn(tokens), score_fn(perturbed)
+    later = (s // chunk + 1) * chunk
+    moved = (before[:, later:] - after[:, later:]).abs().max().item()
+    assert moved == 0.0, f"outputs at positions >= {later} (later chunks) moved by {moved:.3g} when token {s} changed"

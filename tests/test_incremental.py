@@ -155,6 +155,8 @@ VARIANTS += [("adaptive", "carry", False, "stable", "paper", "both"), ("ema", "c
 # the Θ sources that contain the static filter: per-token selection (x and product paths, both wirings), the residual hypernetwork
 VARIANTS += [("selective", "carry", True, "stable", "paper", "x"), ("selective", "carry", True, "stable", "mega", "x"),
              ("selective", "carry", True, "stable", "paper", "product"), ("adaptive-residual", "carry", True, "stable", "paper", "x")]
+# --focus-filter none (a study ablation: no filter, nothing crosses chunks): nothing to stream but the attention cache
+VARIANTS += [("none", "causal", True, "paper", "paper", "x"), ("none", "causal", True, "paper", "mega", "x")]
 LENGTH = 61  # bins of 8 and chunks of 12: a multiple of neither, crossing both several times
 
 

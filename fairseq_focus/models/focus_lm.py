@@ -16,7 +16,7 @@ from fairseq.models import (ARCH_CONFIG_REGISTRY, FairseqIncrementalDecoder, Fai
 from omegaconf import II
 from torch import Tensor, nn
 
-from ..modules.config import OLD_NAME, upgrade_renamed
+from ..modules.config import IIR_FREE_FILTERS, OLD_NAME, upgrade_renamed
 from ..modules.focus_stack import FocusStack
 from ..ops.precision import model_autocast
 from ..ops.iir import CAUSAL_MODES
@@ -43,7 +43,7 @@ def check_causal(cfg) -> None:
     if getattr(cfg, "bidirectional_filter", False):
         raise ValueError("--bidirectional-filter reads later positions (the filter also runs over the reversed "
                          "sequence); it is for whole-sequence classification, not a causal model")
-    if cfg.focus_filter != "ema" and cfg.iir_mode not in CAUSAL_MODES:
+    if cfg.focus_filter not in IIR_FREE_FILTERS and cfg.iir_mode not in CAUSAL_MODES:
         raise ValueError(
             f"--iir-mode {cfg.iir_mode} is not causal (the paper's eq. 6 multiplies each bin's FFT by the "
             f"conjugated response: a circular cross-correlation that mixes future inputs into K and V); "

@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-FILTERS = ("adaptive", "adaptive-residual", "selective", "static", "ema")
+FILTERS = ("adaptive", "adaptive-residual", "selective", "static", "ema", "none")
 HYPER_FILTERS = ("adaptive", "adaptive-residual")  # the filters that read the hypernetwork encoder
+IIR_FREE_FILTERS = ("ema", "none")  # the filters that read no --iir-mode
 THETA_INITS = ("default", "ring")
 FILTER_INPUTS = ("x", "product", "both")
 
@@ -37,7 +38,9 @@ class FocusStackConfig:
                           "per-channel Θ logits plus the hypernetwork's part, the latter initialised at zero; "
                           "selective: Θ and an input gain per token and channel, learned per-channel logits plus a "
                           "low-rank projection of the current input initialised at zero (Mamba-style selection); "
-                          "static: learned Θ (Focus-H); ema: MEGA's EMA"},
+                          "static: learned Θ (Focus-H); ema: MEGA's EMA; none (a study ablation): no filter, x_f = x "
+                          "(no parameters, no state), so no path crosses attention chunks: the block is its chunked "
+                          "attention with its gates"},
     )
     iir_mode: str = field(
         default="causal",
@@ -231,6 +234,11 @@ def validate(cfg: FocusStackConfig) -> None:
         raise ValueError(f"--selective-form must be one of {FORMS}, got {cfg.selective_form!r}")
     if cfg.selective_rank < 1:
         raise ValueError(f"--selective-rank must be positive, got {cfg.selective_rank}")
+    if cfg.focus_filter == "none" and cfg.filter_input != "x":
+        raise ValueError(f"--focus-filter none has no filter for --filter-input {cfg.filter_input}'s key-value "
+                         f"products; use --filter-input x")
+    if getattr(cfg, "bidirectional_filter", False) and cfg.focus_filter == "none":
+        raise ValueError("--bidirectional-filter runs a filter both ways; --focus-filter none has no filter")
     if getattr(cfg, "bidirectional_filter", False) and cfg.focus_filter in HYPER_FILTERS:
         raise ValueError(f"--bidirectional-filter needs a head that reads no left-to-right hypernetwork embedding "
                          f"(selective, static or ema), got --focus-filter {cfg.focus_filter}")

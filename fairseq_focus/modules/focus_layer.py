@@ -2,7 +2,7 @@
 
 ``--block-wiring paper`` (:class:`FocusGatedAttention`, the paper's eq. 9-14):
 
-    x_f = GlobalFilter(Norm(x))                                  (eq. 1-8, or Focus-H / MEGA's EMA)
+    x_f = GlobalFilter(Norm(x))                                  (eq. 1-8, or Focus-H / MEGA's EMA / none: Norm(x))
     y   = ChunkedAttn(Q = Norm(x) W_q, K = x_f W_k, V = x_f W_v)  (eq. 9-10, causal in each chunk)
     γ   = SiLU(x_f W_γ + b_γ)                                    (eq. 11)
     φ   = sigmoid(x_f W_φ + b_φ)                                 (eq. 12)

@@ -35,7 +35,8 @@ class FocusStack(StreamingModule):
         upgrade_renamed(cfg)
         validate(cfg)
         adaptive = cfg.focus_filter in HYPER_FILTERS
-        self.bin_size = cfg.bin_size if cfg.focus_filter not in ("ema", "selective") else 1  # Θ per token: no bins
+        # Θ per token (ema, selective) or no filter at all (none): no bins
+        self.bin_size = cfg.bin_size if cfg.focus_filter not in ("ema", "selective", "none") else 1
         self.multiple = math.lcm(self.bin_size, cfg.chunk_size)
         self.shared_encoder = build_encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
         own = adaptive and cfg.no_share_hypernet
@@ -75,7 +76,7 @@ class FocusStack(StreamingModule):
         ``--filter-input product`` each Θ is the one applied to the key-value product channels; with
         ``both`` it is the x path's (the paper's Θ), the product path's stays at ``filter.product.theta``."""
         if not all(iir_core(block.attn.filter) is not None for block in self.blocks):
-            raise ValueError("Θ needs IIR filters (--focus-filter adaptive or static); this model uses the EMA")
+            raise ValueError("Θ needs IIR filters (--focus-filter adaptive or static); this model uses the EMA or none")
         x, padding_mask = self._pad(x, padding_mask)
         e = self.shared_encoder(x) if self.shared_encoder is not None else None
         thetas = []

@@ -14,6 +14,8 @@
 Both IIR filters map logits to Θ through ``ops/theta.py`` (``--theta-param paper|stable``), in fp32
 with autocast off.
 * :class:`EMAFilter` (MEGA): the multi-head damped EMA, silu(EMA(x) + ω·x) as in MEGA.
+* :class:`IdentityFilter` (``--focus-filter none``, a study ablation): x_f = x. With it nothing crosses
+  the attention chunks: the block is its chunked attention with its gates (the recall study's windows).
 
 The two IIR filters share :class:`IIRFilter`, which owns the filtering (parallel and streaming);
 a subclass only says how Θ is computed:
@@ -230,6 +232,19 @@ class EMAFilter(StreamingModule):
         return F.silu(y.transpose(1, 2) + self.omega * x)  # (B, n, D)
 
 
+class IdentityFilter(nn.Module):
+    """``--focus-filter none``: x_f = x, no parameters and no state (the paper's block without its
+    global filter; a study ablation: no path across attention chunks)."""
+
+    def forward(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
+        """x (B, L, D) -> x; e is ignored."""
+        return x
+
+    def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState) -> Tensor:
+        """x (B, n, D) -> x: nothing to remember between calls."""
+        return x
+
+
 def build_encoder(cfg) -> HyperEncoder:
     """A hypernetwork encoder H_global with the stack's hyperparameters (shared, or one per filter)."""
     return HyperEncoder(cfg.decoder_embed_dim, cfg.hyper_kernel_size, cfg.bin_size, cfg.oversampling,
@@ -274,4 +289,6 @@ def _build_channel_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module
         return SelectiveIIRFilter(dim, cfg.num_filters, cfg.selective_rank, cfg.theta_param, ring, cfg.selective_form)
     if cfg.focus_filter == "static":
         return StaticIIRFilter(dim, cfg.num_filters, cfg.bin_size, cfg.iir_mode, cfg.theta_param, ring)
+    if cfg.focus_filter == "none":
+        return IdentityFilter()
     return EMAFilter(dim, cfg.ema_ndim)
