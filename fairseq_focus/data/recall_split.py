@@ -6,7 +6,9 @@ position 0 (``ops/chunked_attention.py``), so the query attends only to position
 example is *inside* when the query key's last occurrence among the key positions 0, 2, …, 2P − 2
 lies in that chunk (then its value, one position later, does too): chunk-local attention alone
 can answer it. Otherwise it is *before*: only what crosses chunks (the IIR/EMA state, the
-hypernetwork's Θ) can carry the answer — the number that needs long context.
+hypernetwork's Θ) can carry the answer — the number that needs long context. With the associative
+recall task's ``--align-query-chunk`` the model reads ``offset`` filler tokens before ex[0], chosen so
+that the query ends its chunk: then "inside" means "among the last M input tokens".
 
 Also the baseline that needs no recall at all: answer the value seen most often in the context
 (ties to the smallest token id, as ``numpy.bincount(...).argmax()`` picks).
@@ -35,12 +37,15 @@ def last_key_position(inputs: Tensor) -> Tensor:
     return torch.where(hit, 2 * index, torch.full_like(index, -1)).max(dim=1).values
 
 
-def inside_query_chunk(inputs: Tensor, chunk_size: int) -> Tensor:
-    """(B,) bool: the query key's last occurrence lies in the query's attention chunk."""
+def inside_query_chunk(inputs: Tensor, chunk_size: int, offset: int = 0) -> Tensor:
+    """(B,) bool: the query key's last occurrence lies in the query's attention chunk. offset: tokens
+    the model read before ex[0] (``--align-query-chunk``'s filler), so chunks start at −offset here."""
     if chunk_size < 1:
         raise ValueError(f"chunk size must be positive, got {chunk_size}")
-    query = inputs.size(1) - 1
-    return last_key_position(inputs) >= (query // chunk_size) * chunk_size
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, got {offset}")
+    last, query = last_key_position(inputs), inputs.size(1) - 1 + offset
+    return (last >= 0) & (last + offset >= (query // chunk_size) * chunk_size)
 
 
 def most_frequent_value(inputs: Tensor) -> Tensor:

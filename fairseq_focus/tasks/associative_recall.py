@@ -17,6 +17,25 @@ transformer) gets no split unless ``--split-chunk-size`` is given.
 Splits: ``train`` holds ``--num-train`` examples; ``valid`` and ``test`` both hold the
 ``--num-test`` held-out examples (disjoint from train), as in the reference setup, whose validation
 set is its test set.
+
+Study options (the account of the paper's Table 1; none is on by default):
+
+* ``--align-query-chunk``: every input (train and held-out) is left-filled with the no-op token "."
+  so that the query key ends an attention chunk of M = ``--split-chunk-size``: the query's chunk is
+  the last M input tokens (end-aligned chunks). The filler's targets are padding (no loss, not
+  counted in ``ntokens``); the split counts "inside" when the query key last occurred among those M
+  tokens. With ``--focus-filter none`` (nothing crosses chunks) this measures a window of W = M.
+* ``--study-include-answer`` (with ``--study-allow-lookahead`` only): the model reads the whole
+  example, the answer v_q included as its last input; its target is padding, and the accuracy is
+  scored at the query key, whose target is v_q. A causal model cannot read the answer there; eq. 6
+  taken literally (``--iir-mode paper``) can, from inside the query's bin. With both options the query
+  still ends its chunk, and the answer opens the next one.
+
+Layout of one item (n = 2P + 2 = ``input_length(--seq-len)``, f filler tokens, f = 0 without
+``--align-query-chunk``)::
+
+    source  . … .  k_1 v_1 … k_P v_P => k_q  [v_q]         f + n (+ 1) tokens
+    target  ⟂ … ⟂  v_1 k_2 … v_P  => k_q v_q  [⟂]           ⟂ = pad; v_q at index f + n − 1
 """
 import logging
 import time
@@ -32,7 +51,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, open_dict
 from torch import Tensor
 
-from ..data.associative_recall import example_length, generate_recall_data, input_length, recall_vocab
+from ..data.associative_recall import NOOP, example_length, generate_recall_data, input_length, recall_vocab
 from ..data.recall_split import inside_query_chunk, most_frequent_value
 
 logger = logging.getLogger(__name__)
@@ -41,9 +60,11 @@ SPLITS = ("train", "valid", "test")
 
 
 def last_token_correct(logits: Tensor, target: Tensor, pad: int) -> Tensor:
-    """(B,) bool: each row's last non-pad target is the arg-max. logits (B, T, V), target (B, T),
-    right-padded. No other position counts."""
-    last = target.ne(pad).sum(dim=1) - 1  # (B,) index of each row's final target
+    """(B,) bool: each row's last non-pad target is the arg-max. logits (B, T, V), target (B, T) with
+    pads anywhere (batch padding on the right, the filler's on the left, the included answer's target).
+    No other position counts."""
+    positions = torch.arange(target.size(1), device=target.device).expand_as(target)  # (B, T)
+    last = torch.where(target.ne(pad), positions, -1).max(dim=1).values  # (B,) index of each row's final target
     rows = torch.arange(target.size(0), device=target.device)
     return logits[rows, last].argmax(dim=-1).eq(target[rows, last])
 
@@ -66,13 +87,15 @@ def model_chunk_size(model) -> Optional[int]:
 SPLIT_GROUPS = (("all", ""), ("inside", "_inside"), ("before", "_before"))  # (logging key, metric suffix)
 
 
-def split_counts(inputs: Tensor, answers: Tensor, correct: Tensor, chunk_size: Optional[int]) -> Dict[str, int]:
+def split_counts(inputs: Tensor, answers: Tensor, correct: Tensor, chunk_size: Optional[int],
+                 offset: int = 0) -> Dict[str, int]:
     """Summable counts for the model's and the frequency rule's accuracy, overall and, given a chunk
-    size, inside / before the query's chunk. inputs (B, 2P + 2) all unpadded, answers and correct (B,)."""
+    size, inside / before the query's chunk. inputs (B, 2P + 2): ex[:-1] without filler; answers and
+    correct (B,); offset: the filler tokens the model read before ex[0] (chunks count from there)."""
     rule = most_frequent_value(inputs).eq(answers)
     groups = {"all": torch.ones_like(correct, dtype=torch.bool)}
     if chunk_size:
-        inside = inside_query_chunk(inputs, chunk_size)
+        inside = inside_query_chunk(inputs, chunk_size, offset)
         groups.update(inside=inside, before=~inside)
     counts = {}
     for name, mask in groups.items():
@@ -108,6 +131,19 @@ class AssociativeRecallConfig(FairseqDataclass):
                           "eq. 6 taken literally, whose per-bin circular filter lets a position see later inputs of "
                           "its bin. No language-modelling task has this switch; scores with it are not causal"},
     )
+    align_query_chunk: bool = field(
+        default=False,
+        metadata={"help": "study option: left-fill every input with the no-op token '.' so that the query key ends an "
+                          "attention chunk of --split-chunk-size M (required > 0; give the model the same "
+                          "--chunk-size): the query's chunk is the last M input tokens, and the split is relative to "
+                          "it. The filler's targets are padding (no loss)"},
+    )
+    study_include_answer: bool = field(
+        default=False,
+        metadata={"help": "study only, with --study-allow-lookahead: the input is the whole example, the answer v_q "
+                          "as its last token (target: padding), and the accuracy is scored at the query key, whose "
+                          "target is v_q, where eq. 6 taken literally (--iir-mode paper) can read it from its bin"},
+    )
 
 
 @register_task("associative_recall", dataclass=AssociativeRecallConfig)
@@ -119,7 +155,11 @@ class AssociativeRecallTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: AssociativeRecallConfig, **kwargs):
-        needed = input_length(cfg.seq_len)
+        if cfg.align_query_chunk and cfg.split_chunk_size < 1:
+            raise ValueError("--align-query-chunk needs --split-chunk-size M > 0: the chunk length the query must end")
+        if cfg.study_include_answer and not cfg.study_allow_lookahead:
+            raise ValueError("--study-include-answer puts the answer into the input; it needs --study-allow-lookahead")
+        needed = model_input_length(cfg)
         if cfg.tokens_per_sample and cfg.tokens_per_sample < needed:
             raise ValueError(f"--tokens-per-sample {cfg.tokens_per_sample} is shorter than the input "
                              f"length {needed} of --seq-len {cfg.seq_len}")
@@ -150,7 +190,17 @@ class AssociativeRecallTask(FairseqTask):
         return self.dictionary
 
     def max_positions(self) -> int:
-        return self.cfg.tokens_per_sample or input_length(self.cfg.seq_len)
+        return self.cfg.tokens_per_sample or model_input_length(self.cfg)
+
+    def fill_length(self) -> int:
+        """The "." tokens before each example (``--align-query-chunk``), 0 without."""
+        return fill_length(self.cfg)
+
+    def recall_view(self, src_tokens: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
+        """What the split helpers read from a batch: ex[:-1] without filler (B, 2P + 2), and the scored
+        target v_q (B,) (at the query key, index f + 2P + 1)."""
+        start, n = self.fill_length(), input_length(self.cfg.seq_len)
+        return src_tokens[:, start:start + n], target[:, start + n - 1]
 
     def examples(self) -> Tuple[np.ndarray, np.ndarray]:
         if self._examples is None:
@@ -158,36 +208,45 @@ class AssociativeRecallTask(FairseqTask):
             c = self.cfg
             self._examples = generate_recall_data(c.seq_len, c.vocab_size, c.num_train, c.num_test, c.seed)
             logger.info("associative_recall: %d train / %d test examples of %d tokens (L=%d, vocab %d, seed %d) "
-                        "generated in %.1fs", c.num_train, c.num_test, example_length(c.seq_len), c.seq_len,
-                        c.vocab_size, c.seed, time.time() - start)
+                        "generated in %.1fs; the model reads %d tokens each (%d filler, answer included: %s)",
+                        c.num_train, c.num_test, example_length(c.seq_len), c.seq_len, c.vocab_size, c.seed,
+                        time.time() - start, model_input_length(c), fill_length(c), c.study_include_answer)
         return self._examples
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         if split not in SPLITS:
             raise ValueError(f"associative_recall has splits {SPLITS}, not {split!r}")
         examples = self.examples()[0 if split == "train" else 1]
-        self.datasets[split] = MonolingualDataset(
-            _ShiftedExamples(examples, self.dictionary.nspecial), sizes=np.full(len(examples), examples.shape[1] - 1),
-            src_vocab=self.dictionary, shuffle=split == "train", targets=["future"],
-        )
+        d = self.dictionary
+        items = _ShiftedExamples(examples, d.nspecial, self.fill_length(), self.cfg.study_include_answer,
+                                 d.index(NOOP), d.pad())
+        self.datasets[split] = _RecallDataset(items, sizes=np.full(len(examples), model_input_length(self.cfg)),
+                                              src_vocab=d, shuffle=split == "train", targets=["future"])
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         """fairseq's LMs read their maximum length from task.tokens_per_sample /
-        task.max_target_positions; fill in this task's input length."""
+        task.max_target_positions; fill in this task's input length. ``--align-query-chunk`` refuses a
+        model whose chunks are not the ones it aligns."""
         with open_dict(cfg):
             for name in ("tokens_per_sample", "max_target_positions"):
                 if name in cfg:
                     cfg[name] = self.max_positions()
-        return super().build_model(cfg, from_checkpoint)
+        model = super().build_model(cfg, from_checkpoint)
+        chunk = model_chunk_size(model)
+        if self.cfg.align_query_chunk and chunk is not None and chunk != self.cfg.split_chunk_size:
+            raise ValueError(f"--align-query-chunk ends the query's chunk for chunks of --split-chunk-size "
+                             f"{self.cfg.split_chunk_size}, but the model's --chunk-size is {chunk}: give both the same M")
+        return model
 
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         with torch.no_grad():
             logits = model(**sample["net_input"])[0]  # (B, T, V)
-        target, inputs = sample["target"], sample["net_input"]["src_tokens"]
+        target = sample["target"]
         correct = last_token_correct(logits, target, self.dictionary.pad())
+        inputs, answers = self.recall_view(sample["net_input"]["src_tokens"], target)
         chunk = self.cfg.split_chunk_size or model_chunk_size(model)
-        logging_output.update(split_counts(inputs, target[:, -1], correct, chunk))
+        logging_output.update(split_counts(inputs, answers, correct, chunk, self.fill_length()))
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
@@ -200,16 +259,48 @@ class AssociativeRecallTask(FairseqTask):
                     metrics.log_scalar(metric + suffix, 100.0 * correct / total, total, round=2)
 
 
-class _ShiftedExamples(torch.utils.data.Dataset):
-    """Example i as MonolingualDataset wants it: (source ex[:-1], future target ex[1:], no past
-    target), in fairseq indices."""
+def fill_length(cfg) -> int:
+    """``--align-query-chunk``'s filler: the fewest "." tokens that make the query key (input token
+    2P + 1) end a chunk of M = ``--split-chunk-size``; 0 without the flag."""
+    return (-input_length(cfg.seq_len)) % cfg.split_chunk_size if cfg.align_query_chunk else 0
 
-    def __init__(self, examples: np.ndarray, offset: int):
-        self.examples, self.offset = examples, offset
+
+def model_input_length(cfg) -> int:
+    """Tokens a model reads per example: the filler, ex[:-1], and the answer with ``--study-include-answer``."""
+    return fill_length(cfg) + input_length(cfg.seq_len) + int(cfg.study_include_answer)
+
+
+class _ShiftedExamples(torch.utils.data.Dataset):
+    """Example i as MonolingualDataset wants it: (source, future target, no past target), in fairseq
+    indices: source ex[:-1] (ex with ``include_answer``), target the source shifted by one (the
+    answer's target is pad), both after ``fill`` filler tokens whose targets are pad."""
+
+    def __init__(self, examples: np.ndarray, offset: int, fill: int = 0, include_answer: bool = False,
+                 noop: int = -1, pad: int = -1):
+        self.examples, self.offset, self.fill, self.include_answer = examples, offset, fill, include_answer
+        self.noop, self.pad = noop, pad
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int):
         ex = torch.from_numpy(self.examples[index]).long() + self.offset
-        return ex[:-1], ex[1:], None
+        if self.include_answer:
+            source, target = ex, torch.cat([ex[1:], ex.new_full((1,), self.pad)])
+        else:
+            source, target = ex[:-1], ex[1:]
+        if self.fill:
+            source = torch.cat([source.new_full((self.fill,), self.noop), source])
+            target = torch.cat([target.new_full((self.fill,), self.pad), target])
+        return source, target, None
+
+
+class _RecallDataset(MonolingualDataset):
+    """MonolingualDataset whose ``ntokens`` counts the targets that are not pad (the scored tokens: the
+    filler and the included answer have none), so the loss stays per predicted token."""
+
+    def collater(self, samples):
+        batch = super().collater(samples)
+        if batch:
+            batch["ntokens"] = int(batch["target"].ne(self.vocab.pad()).sum())
+        return batch
