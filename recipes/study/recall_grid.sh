@@ -10,6 +10,8 @@
 # split by whether the query's key lies inside or before the query's attention chunk (M = 32).
 # STOP_HOURS (fairseq's --stop-time-hours) caps each run's training time; a run stopped by it still
 # validates, and the table reports the updates it reached. Extra arguments go to every fairseq-train.
+# A variant's own flags come after the defaults here (e.g. its --split-chunk-size replaces the 32): the
+# last occurrence of a flag wins.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
