@@ -55,7 +55,8 @@ def test_the_filter_is_the_identity_without_parameters():
 
 
 @pytest.mark.parametrize("extra,match", [
-    ({"filter_input": "product", "product_head_dim": 2}, "--focus-filter none has no filter for --filter-input product"),
+    ({"filter_input": "product", "product_head_dim": 2},
+     "--focus-filter none has no filter for --filter-input product"),
     ({"filter_input": "both", "product_head_dim": 2}, "--focus-filter none has no filter for --filter-input both"),
     ({"bidirectional_filter": True}, "--focus-filter none has no filter"),
 ])

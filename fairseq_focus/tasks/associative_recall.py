@@ -235,7 +235,8 @@ class AssociativeRecallTask(FairseqTask):
         chunk = model_chunk_size(model)
         if self.cfg.align_query_chunk and chunk is not None and chunk != self.cfg.split_chunk_size:
             raise ValueError(f"--align-query-chunk ends the query's chunk for chunks of --split-chunk-size "
-                             f"{self.cfg.split_chunk_size}, but the model's --chunk-size is {chunk}: give both the same M")
+                             f"{self.cfg.split_chunk_size}, but the model's --chunk-size is {chunk}: "
+                             f"give both the same M")
         return model
 
     def valid_step(self, sample, model, criterion):

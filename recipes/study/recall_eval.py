@@ -30,7 +30,8 @@ import torch
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--seq-len", type=int, default=None, help="L of the held-out examples; default: the checkpoint's")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="L of the held-out examples; default: the checkpoint's")
     parser.add_argument("--num-test", type=int, default=None, help="held-out examples; default: the checkpoint's")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="M of the split; default: the task's --split-chunk-size, else the model's --chunk-size")
@@ -71,7 +72,8 @@ def score(model, task, batch_size: int):
 def model_settings(cfg, model) -> dict:
     """The model's own sizes, as the checkpoint built them (None where the model has no such setting)."""
     from fairseq_focus.tasks.associative_recall import model_chunk_size
-    get = (lambda name: cfg.model.get(name)) if hasattr(cfg.model, "get") else (lambda name: getattr(cfg.model, name, None))
+    node = cfg.model
+    get = (lambda name: node.get(name)) if hasattr(node, "get") else (lambda name: getattr(node, name, None))
     return {"arch": get("arch") or get("_name"), "focus_filter": get("focus_filter"), "bin_size": get("bin_size"),
             "hyper_kernel_size": get("hyper_kernel_size"), "model_chunk_size": model_chunk_size(model)}
 
@@ -90,7 +92,8 @@ def main(argv=None) -> int:
     utils.import_user_module(argparse.Namespace(user_dir=str(repo / "fairseq_focus")))
     trained = checkpoint_utils.load_checkpoint_to_cpu(str(args.checkpoint))["cfg"]
     if trained.task._name != "associative_recall":
-        print(f"error: {args.checkpoint} was trained on task {trained.task._name}, not associative_recall", file=sys.stderr)
+        print(f"error: {args.checkpoint} was trained on task {trained.task._name}, not associative_recall",
+              file=sys.stderr)
         return 1
     overrides = {k: v for k, v in (("seq_len", args.seq_len), ("num_test", args.num_test)) if v is not None}
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
@@ -103,8 +106,8 @@ def main(argv=None) -> int:
         return 1
     correct, inputs, answers = score(model, task, args.batch_size)
     inside = inside_query_chunk(inputs, chunk, task.fill_length())
-    result = {"checkpoint": str(args.checkpoint), "seq_len": task.cfg.seq_len, "trained_seq_len": trained.task.seq_len,
-              "num_test": task.cfg.num_test, "vocab_size": task.cfg.vocab_size, "chunk_size": chunk, **settings,
+    result = {"checkpoint": str(args.checkpoint), "seq_len": task.cfg.seq_len,
+              "trained_seq_len": trained.task.seq_len, "num_test": task.cfg.num_test, "vocab_size": task.cfg.vocab_size, "chunk_size": chunk, **settings,
               "align_query_chunk": bool(task.cfg.align_query_chunk), "fill": task.fill_length(),
               "study_include_answer": bool(task.cfg.study_include_answer),
               "model": split_accuracy(correct, inside),
