@@ -133,7 +133,7 @@ def test_registered_names_resolve_to_our_classes():
     from fairseq.tasks import TASK_REGISTRY
     from fairseq_focus.models.focus_lm import FocusLanguageModel
     assert TASK_REGISTRY["associative_recall"] is AssociativeRecallTask
-    for arch in ("focus_recall", "focus_recall_static", "focus_recall_ema"):
+    for arch in ("focus_recall", "focus_recall_paper", "focus_recall_static", "focus_recall_ema"):
         assert ARCH_MODEL_REGISTRY[arch] is FocusLanguageModel
     assert ARCH_MODEL_REGISTRY["focus_recall_transformer"] is TransformerLanguageModel
 
@@ -169,7 +169,8 @@ def _recall_model(arch: str, seq_len: int, extra=()):
     return task, task.build_model(cfg.model).eval()
 
 
-@pytest.mark.parametrize("arch,extra", [("focus_recall", ()), ("focus_recall", ("--iir-mode", "carry")),
+@pytest.mark.parametrize("arch,extra", [("focus_recall", ()), ("focus_recall_paper", ()),
+                                        ("focus_recall_paper", ("--iir-mode", "carry")),
                                         ("focus_recall_static", ()), ("focus_recall_ema", ())])
 def test_recall_models_are_causal(arch, extra):
     """Changing input token s changes no logit at a position t < s (L = 62: 4 bins of 16 and a short
@@ -216,8 +217,10 @@ def test_validation_logs_accuracy_split_by_chunk_next_to_the_frequency_rule():
 
 
 def test_recall_archs_follow_table6():
-    _, model = _recall_model("focus_recall", 1024)
+    _, model = _recall_model("focus_recall_paper", 1024)
     n_params = sum(p.numel() for p in model.parameters())
+    _, ours = _recall_model("focus_recall", 1024)  # + the global linear attention (q/k/v projections, convs, norms)
+    assert 1.1 * n_params < sum(p.numel() for p in ours.parameters()) < 1.3 * n_params
     assert model.decoder.embed_tokens.embedding_dim == 64 and len(model.decoder.stack.blocks) == 2
     assert model.decoder.stack.bin_size == 256  # NFFT = L / 4
     assert model.decoder.stack.multiple == 256  # lcm(R, M = 32): chunks of 32 tile the bins
@@ -299,7 +302,7 @@ def _last_valid_accuracy(log_text: str) -> float:
 def test_focus_learns_recall_above_chance(tmp_path):
     proc = run(["fairseq-train", "--user-dir", USER_DIR, "--task", "associative_recall", "--seq-len", "16",
                 "--vocab-size", "10", "--num-train", "500", "--num-test", "200", "--seed", "1",
-                "--arch", "focus_recall", "--criterion", "cross_entropy", "--optimizer", "adam",
+                "--arch", "focus_recall_paper", "--criterion", "cross_entropy", "--optimizer", "adam",
                 "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
                 "--warmup-updates", "50", "--batch-size", "32", "--max-epoch", "12", "--no-save", "--cpu",
                 "--num-workers", "0", "--log-format", "json"], env=ONE_THREAD)
@@ -316,7 +319,9 @@ def test_recipe_grid_runs_and_collects_a_table(tmp_path):
     assert len(rows) == 2, proc.stdout[-3000:]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert re.fullmatch(r"[\d.]+ \([\d.]+\)", cells[1]) and cells[2] == "—" and cells[5] == "2"
+        # columns: L, ours, the paper's Focus, Focus-H, MEGA-EMA, transformer, epochs, ...
+        assert re.fullmatch(r"[\d.]+ \([\d.]+\)", cells[1]) and cells[2] == "—" and cells[6] == "2"
+        assert re.fullmatch(r"[\d.]+ \([\d.]+\)", cells[5])
     bad = run(["bash", str(RECIPE / "train.sh")], env={**env, "PRECISION": "fp8"}, check=False)
     assert bad.returncode != 0 and "PRECISION" in bad.stderr
     bad = run(["bash", str(RECIPE / "train.sh")], env={**env, "PRECISION": "bf16", "ARCH": "focus_recall_transformer"},

@@ -6,8 +6,9 @@ chunks, with and without decay, masked keys, a carried state); causality by pert
 checker catches a planted leak; streaming (single steps, segments continued from the state) equals the
 parallel op. The short conv: its twin, the long-conv convention, causality, streaming. The model: token by
 token, segments and a beam reorder equal the parallel forward with the option on (both wirings, both
-decays); the option off builds the same model as before; config errors are one line; ``focus_recall`` takes
-the flag through fairseq's parser, is causal with it, and trains a few updates through ``fairseq-train``.
+decays); the option off builds the same model as before; config errors are one line; ``focus_recall`` has the option on by
+default (``focus_recall_paper`` and ``--global-attention none`` off), takes the flag through fairseq's parser, is
+causal with it, and trains a few updates through ``fairseq-train``.
 """
 import json
 import math
@@ -353,9 +354,31 @@ def _recall_model(extra):
     return task, task.build_model(cfg.model).eval()
 
 
-def test_focus_recall_takes_the_flag_keeps_its_default_and_is_causal_with_it():
-    _, plain = _recall_model([])
-    assert all(b.attn.global_attention is None for b in plain.decoder.stack.blocks)  # default unchanged
+def _recall_model_arch(arch, extra=()):
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        "--user-dir", USER_DIR, "--task", "associative_recall", "--seq-len", "62", "--vocab-size", "30",
+        "--num-train", "8", "--num-test", "4", "--arch", arch, "--criterion", "cross_entropy", "--cpu", *extra])
+    cfg = convert_namespace_to_omegaconf(args)
+    return tasks.setup_task(cfg.task).build_model(cfg.model)
+
+
+def test_focus_recall_defaults_to_the_global_path_and_the_paper_stays_reachable():
+    """focus_recall's default is the design that recalls across chunks (RESULTS §2c); the paper's Focus is
+    focus_recall_paper, or focus_recall with --global-attention none; Focus-H and MEGA keep the paper's."""
+    has_global = lambda m: [b.attn.global_attention is not None for b in m.decoder.stack.blocks]  # noqa: E731
+    assert has_global(_recall_model_arch("focus_recall")) == [True, True]
+    assert has_global(_recall_model_arch("focus_recall", ["--global-attention", "none"])) == [False, False]
+    assert has_global(_recall_model_arch("focus_recall_paper")) == [False, False]
+    assert has_global(_recall_model_arch("focus_recall_paper", ["--global-attention", "based"])) == [True, True]
+    for arch in ("focus_recall_static", "focus_recall_ema"):
+        assert has_global(_recall_model_arch(arch)) == [False, False], arch
+
+
+def test_focus_recall_takes_the_flag_and_is_causal_with_it():
+    _, plain = _recall_model(["--global-attention", "none"])
+    assert all(b.attn.global_attention is None for b in plain.decoder.stack.blocks)
     task, model = _recall_model(["--global-attention", "based", "--global-attention-decay", "learned"])
     glob = model.decoder.stack.blocks[0].attn.global_attention
     assert isinstance(glob, GlobalLinearAttention) and glob.feature_dim == 16 and glob.heads == 2

@@ -16,18 +16,22 @@ These archs read ``--seq-len`` from the task, so they work with ``--task associa
 
 Archs (one command line differs only in ``--arch``):
 
-=============================  ==========================  ============================
-arch                           model                       paper's name
-=============================  ==========================  ============================
-focus_recall                   focus_lm, adaptive filter   Focus
-focus_recall_static            focus_lm, static filter     Focus-H
-focus_recall_ema               focus_lm, MEGA's block      MEGA-EMA
-focus_recall_transformer       fairseq's transformer_lm    Transformer (attention only)
-=============================  ==========================  ============================
+=============================  ===========================================  ============================
+arch                           model                                        paper's name
+=============================  ===========================================  ============================
+focus_recall                   focus_lm, adaptive filter + global attention  Focus, with our recall path
+focus_recall_paper             focus_lm, adaptive filter                    Focus
+focus_recall_static            focus_lm, static filter                      Focus-H
+focus_recall_ema               focus_lm, MEGA's block                       MEGA-EMA
+focus_recall_transformer       fairseq's transformer_lm                     Transformer (attention only)
+=============================  ===========================================  ============================
 
-The Focus archs take every stack flag, among them ``--global-attention based`` (issue 25: a global
-linear attention beside the chunked attention, modules/global_linear_attention.py). Its default stays
-``none`` here until a measurement supports a change (recipes/associative_recall/README.md, "Planned").
+``focus_recall`` adds ``--global-attention based`` (beyond the paper; modules/global_linear_attention.py):
+a Based-style global linear attention beside the chunked attention. It is the only design here that
+recalls a key lying before the query's attention chunk: 100% at L = 64 (docs/RESULTS.md §2c), where the
+paper's Focus (``focus_recall_paper``, or ``--global-attention none``) scores 18.4% (§2).
+It costs 23% more parameters at this width. The other archs keep the paper's models; every Focus arch
+takes every stack flag, ``--global-attention`` among them.
 """
 import math
 
@@ -56,9 +60,10 @@ def _needs_seq_len(args, name: str) -> int:
     return seq_len
 
 
-def _focus_recall(args, name: str, filt: str) -> None:
+def _focus_recall(args, name: str, filt: str, global_attention: str = "none") -> None:
     seq_len = _needs_seq_len(args, name)
     set_defaults(args, {
+        "global_attention": global_attention,
         "focus_filter": filt,
         "block_wiring": "mega" if filt == "ema" else "paper",  # the _ema arch is MEGA's block
         "decoder_layers": LAYERS,
@@ -76,7 +81,10 @@ def _focus_recall(args, name: str, filt: str) -> None:
     base_architecture(args)
 
 
-register_model_architecture("focus_lm", "focus_recall")(lambda args: _focus_recall(args, "focus_recall", "adaptive"))
+register_model_architecture("focus_lm", "focus_recall")(
+    lambda args: _focus_recall(args, "focus_recall", "adaptive", global_attention="based"))
+register_model_architecture("focus_lm", "focus_recall_paper")(
+    lambda args: _focus_recall(args, "focus_recall_paper", "adaptive"))
 register_model_architecture("focus_lm", "focus_recall_static")(
     lambda args: _focus_recall(args, "focus_recall_static", "static"))
 register_model_architecture("focus_lm", "focus_recall_ema")(lambda args: _focus_recall(args, "focus_recall_ema", "ema"))

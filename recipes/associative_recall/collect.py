@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-MODELS = (("focus_recall", "Focus"), ("focus_recall_static", "Focus-H"), ("focus_recall_ema", "MEGA-EMA"),
-          ("focus_recall_transformer", "Transformer"))
+MODELS = (("focus_recall", "Focus + global attn"), ("focus_recall_paper", "Focus"), ("focus_recall_static", "Focus-H"),
+          ("focus_recall_ema", "MEGA-EMA"), ("focus_recall_transformer", "Transformer"))
 SPLIT_KEYS = ("accuracy_inside", "accuracy_before", "freq_rule", "freq_rule_inside", "freq_rule_before")
 
 

@@ -2,13 +2,14 @@
 # Table 1's grid: every model at every length, then the accuracy table.
 #   bash recipes/associative_recall/grid.sh            # the paper's grid (GPU)
 # GRID_L and ARCHS choose the cells; every train.sh variable (VOCAB, EPOCHS, LR, CPU, WORK, ...)
-# passes through. The transformer is skipped above TRANSFORMER_MAX_L (full attention over 8K+
+# passes through. focus_recall is ours (the paper's Focus + a global linear attention, the one design that
+# recalls across chunks); focus_recall_paper, _static, _ema and _transformer are the paper's four models. The transformer is skipped above TRANSFORMER_MAX_L (full attention over 8K+
 # tokens does not fit; the paper marks those cells "NF").
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 GRID_L="${GRID_L:-30 1024 8192 32768 65536}"
-ARCHS="${ARCHS:-focus_recall focus_recall_static focus_recall_ema focus_recall_transformer}"
+ARCHS="${ARCHS:-focus_recall focus_recall_paper focus_recall_static focus_recall_ema focus_recall_transformer}"
 TRANSFORMER_MAX_L="${TRANSFORMER_MAX_L:-1024}"
 export WORK="${WORK:-$REPO/work/associative_recall}"
 PYTHON="${PYTHON:-python}"
