@@ -223,6 +223,17 @@ class AssociativeRecallTask(FairseqTask):
         self.datasets[split] = _RecallDataset(items, sizes=np.full(len(examples), model_input_length(self.cfg)),
                                               src_vocab=d, shuffle=split == "train", targets=["future"])
 
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """Held-out splits are scored whole. fairseq 0.12's ``batch_by_size`` rounds the last batch down to
+        ``--required-batch-size-multiple`` (8 by default) and drops the rest: with 500 held-out examples and
+        batches of 32 the last 4 went unscored (every accuracy before 2026-12-06 is over 496 of them)."""
+        if dataset is not self.datasets.get("train"):
+            if len(args) > 4:  # positional: max_tokens, max_sentences, max_positions, ignore_invalid_inputs, multiple
+                args = args[:4] + (1,) + args[5:]
+            else:
+                kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, *args, **kwargs)
+
     def build_model(self, cfg, from_checkpoint: bool = False):
         """fairseq's LMs read their maximum length from task.tokens_per_sample /
         task.max_target_positions; fill in this task's input length. ``--align-query-chunk`` refuses a
