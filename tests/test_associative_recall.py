@@ -189,19 +189,20 @@ def test_recall_models_are_causal(arch, extra):
             assert not torch.allclose(out[:, s], base[:, s])
 
 
-def test_held_out_batches_score_every_example():
-    """fairseq's batch_by_size rounds the last batch down to --required-batch-size-multiple and drops the
-    rest (60 = 32 + 28 -> 32 + 24 with fairseq's default 8): the task scores held-out splits whole, and
-    leaves the training split to fairseq's rule."""
-    task, _ = _recall_model("focus_recall_ema", 14, ("--num-test", "60", "--num-train", "60"))
-    counts = {}
-    for split in ("train", "valid", "test"):
-        task.load_dataset(split)
-        batches = task.get_batch_iterator(task.dataset(split), max_sentences=32, required_batch_size_multiple=8,
-                                          max_positions=task.max_positions()).next_epoch_itr(shuffle=False)
-        counts[split] = sorted(int(i) for b in batches for i in b["id"])
-    assert counts["valid"] == counts["test"] == list(range(60))
-    assert len(counts["train"]) == 56  # fairseq's own rule, kept for training: the check above can fail
+def test_batches_hold_every_example():
+    """fairseq's generic batch_by_size rounds the last batch down to --required-batch-size-multiple and drops
+    the rest (60 = 32 + 28 -> 32 + 24 with fairseq's default 8); the task's dataset keeps every example of
+    every split, with and without the filler of --align-query-chunk."""
+    from fairseq.data import data_utils
+    for extra in ((), ("--align-query-chunk", "--split-chunk-size", "32")):
+        task, _ = _recall_model("focus_recall_ema", 14, ("--num-test", "60", "--num-train", "60", *extra))
+        for split in ("train", "valid", "test"):
+            task.load_dataset(split)
+            batches = task.get_batch_iterator(task.dataset(split), max_sentences=32, required_batch_size_multiple=8,
+                                              max_positions=task.max_positions()).next_epoch_itr(shuffle=False)
+            assert sorted(int(i) for b in batches for i in b["id"]) == list(range(60)), (split, extra)
+    generic = data_utils.batch_by_size(np.arange(60), lambda i: 16, max_sentences=32, required_batch_size_multiple=8)
+    assert sum(len(b) for b in generic) == 56  # what the check above guards against
 
 
 def test_validation_logs_accuracy_split_by_chunk_next_to_the_frequency_rule():

@@ -11,6 +11,8 @@ import torch
 from fairseq.data import FairseqDataset
 from torch import Tensor
 
+from .equal_batches import equal_length_batches
+
 
 class PixelSequenceDataset(FairseqDataset):
     def __init__(self, pixels: Tensor, labels: Tensor, mean: float, std: float, shuffle: bool):
@@ -48,21 +50,9 @@ class PixelSequenceDataset(FairseqDataset):
 
     def batch_by_size(self, indices: np.ndarray, max_tokens=None, max_sentences=None,
                       required_batch_size_multiple: int = 1) -> List[np.ndarray]:
-        """Consecutive runs of ``indices`` (every item has the same length L); the last may be smaller.
-
-        Batch size = min(max_sentences, max_tokens // L), rounded down to a multiple of
-        ``required_batch_size_multiple`` when it is at least that. Overridden because fairseq's generic
-        batcher drops a final partial batch when the multiple is > 1 (20 items, batches of 8 -> 16
-        scored), and every test image must be scored.
-        """
-        limits = [n for n in (max_sentences, max_tokens // self.pixels.size(1) if max_tokens else None) if n]
-        if not limits:
-            raise ValueError("set --batch-size (or --max-tokens) for the pixel task")
-        bsz = max(1, min(limits))
-        if bsz >= required_batch_size_multiple:
-            bsz -= bsz % required_batch_size_multiple
-        indices = np.asarray(indices, dtype=np.int64)
-        return [indices[k:k + bsz] for k in range(0, len(indices), bsz)]
+        """Every image is scored (data/equal_batches.py: fairseq's batcher drops a final partial batch)."""
+        return equal_length_batches(indices, self.pixels.size(1), max_tokens, max_sentences,
+                                    required_batch_size_multiple)
 
     def ordered_indices(self) -> np.ndarray:
         """A random order when shuffling (fairseq seeds numpy around this call), else file order."""

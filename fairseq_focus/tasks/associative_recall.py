@@ -52,6 +52,7 @@ from omegaconf import II, open_dict
 from torch import Tensor
 
 from ..data.associative_recall import NOOP, example_length, generate_recall_data, input_length, recall_vocab
+from ..data.equal_batches import equal_length_batches
 from ..data.recall_split import inside_query_chunk, most_frequent_value
 
 logger = logging.getLogger(__name__)
@@ -223,17 +224,6 @@ class AssociativeRecallTask(FairseqTask):
         self.datasets[split] = _RecallDataset(items, sizes=np.full(len(examples), model_input_length(self.cfg)),
                                               src_vocab=d, shuffle=split == "train", targets=["future"])
 
-    def get_batch_iterator(self, dataset, *args, **kwargs):
-        """Held-out splits are scored whole. fairseq 0.12's ``batch_by_size`` rounds the last batch down to
-        ``--required-batch-size-multiple`` (8 by default) and drops the rest: with 500 held-out examples and
-        batches of 32 the last 4 went unscored (every accuracy before 2026-12-06 is over 496 of them)."""
-        if dataset is not self.datasets.get("train"):
-            if len(args) > 4:  # positional: max_tokens, max_sentences, max_positions, ignore_invalid_inputs, multiple
-                args = args[:4] + (1,) + args[5:]
-            else:
-                kwargs["required_batch_size_multiple"] = 1
-        return super().get_batch_iterator(dataset, *args, **kwargs)
-
     def build_model(self, cfg, from_checkpoint: bool = False):
         """fairseq's LMs read their maximum length from task.tokens_per_sample /
         task.max_target_positions; fill in this task's input length. ``--align-query-chunk`` refuses a
@@ -309,7 +299,13 @@ class _ShiftedExamples(torch.utils.data.Dataset):
 
 class _RecallDataset(MonolingualDataset):
     """MonolingualDataset whose ``ntokens`` counts the targets that are not pad (the scored tokens: the
-    filler and the included answer have none), so the loss stays per predicted token."""
+    filler and the included answer have none), so the loss stays per predicted token, and whose batches
+    hold every example (every item has one length; data/equal_batches.py: fairseq's batcher dropped the
+    last 4 of 500 held-out examples, so every accuracy logged before 2026-12-06 is over 496)."""
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        return equal_length_batches(indices, int(self.sizes[0]), max_tokens, max_sentences,
+                                    required_batch_size_multiple)
 
     def collater(self, samples):
         batch = super().collater(samples)

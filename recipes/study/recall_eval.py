@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     correct, inputs, answers = score(model, task, args.batch_size)
     inside = inside_query_chunk(inputs, chunk, task.fill_length())
     result = {"checkpoint": str(args.checkpoint), "seq_len": task.cfg.seq_len,
-              "trained_seq_len": trained.task.seq_len, "num_test": task.cfg.num_test, "vocab_size": task.cfg.vocab_size, "chunk_size": chunk, **settings,
+              "trained_seq_len": trained.task.seq_len, "num_test": task.cfg.num_test,
+              "vocab_size": task.cfg.vocab_size, "chunk_size": chunk, **settings,
               "align_query_chunk": bool(task.cfg.align_query_chunk), "fill": task.fill_length(),
               "study_include_answer": bool(task.cfg.study_include_answer),
               "model": split_accuracy(correct, inside),
