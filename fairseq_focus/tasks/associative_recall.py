@@ -155,7 +155,8 @@ class AssociativeRecallTask(FairseqTask):
         self._examples = None  # (train, test) arrays of recall token ids, generated on first use
 
     @classmethod
-    def setup_task(cls, cfg: AssociativeRecallConfig, **kwargs):
+    def setup_task(cls, cfg: AssociativeRecallConfig, from_checkpoint: bool = False):
+        """from_checkpoint: fairseq's call convention (checkpoint_utils passes it); nothing differs here."""
         if cfg.align_query_chunk and cfg.split_chunk_size < 1:
             raise ValueError("--align-query-chunk needs --split-chunk-size M > 0: the chunk length the query must end")
         if cfg.study_include_answer and not cfg.study_allow_lookahead:
@@ -214,7 +215,10 @@ class AssociativeRecallTask(FairseqTask):
                         time.time() - start, model_input_length(c), fill_length(c), c.study_include_answer)
         return self._examples
 
-    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, task_cfg=None, data_selector=None,
+                     tpu: bool = False):
+        """The signature is fairseq's call convention; epoch/combine/task_cfg/data_selector/tpu do not apply:
+        the examples come from this task's own settings."""
         if split not in SPLITS:
             raise ValueError(f"associative_recall has splits {SPLITS}, not {split!r}")
         examples = self.examples()[0 if split == "train" else 1]
