@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-FILTERS = ("adaptive", "adaptive-residual", "selective", "static", "ema", "none")
+FILTERS = ("adaptive", "adaptive-residual", "selective", "static", "ema", "none", "mimo")
 HYPER_FILTERS = ("adaptive", "adaptive-residual")  # the filters that read the hypernetwork encoder
-IIR_FREE_FILTERS = ("ema", "none")  # the filters that read no --iir-mode
+IIR_FREE_FILTERS = ("ema", "none", "mimo")  # the filters that read no --iir-mode
+PER_TOKEN_FILTERS = ("ema", "selective", "none", "mimo")  # Θ per token, or no filter: no bins
 THETA_INITS = ("default", "ring")
 FILTER_INPUTS = ("x", "product", "both")
 
@@ -83,6 +84,15 @@ class FocusStackConfig:
                           "products of per-token matrices can grow)"},
     )
     num_filters: int = field(default=1, metadata={"help": "F: order-2 filters per channel, summed (eq. 7)"})
+    # --focus-filter mimo (modules/mimo_filter.py) and the short conv in front of any head.
+    mimo_state: int = field(
+        default=64, metadata={"help": "N of --focus-filter mimo: N/2 selective order-2 sections per head, an N × P state"})
+    mimo_head_dim: int = field(default=64, metadata={"help": "P of --focus-filter mimo: channels per head"})
+    filter_conv: int = field(
+        default=0,
+        metadata={"help": "K > 0: the filter reads SiLU(causal depthwise conv of K taps (x)) (beyond the paper; Mamba's "
+                          "and DeltaNet's short conv); 0: x itself"},
+    )
     # How the adaptive and static filters map their logits to Θ (ops/theta.py), and its init.
     theta_param: str = field(
         default="paper",
@@ -232,6 +242,11 @@ def validate(cfg: FocusStackConfig) -> None:
     from ..ops.selective_iir import FORMS
     if cfg.selective_form not in FORMS:
         raise ValueError(f"--selective-form must be one of {FORMS}, got {cfg.selective_form!r}")
+    if cfg.focus_filter == "mimo":
+        from .mimo_filter import check_mimo
+        check_mimo(cfg.decoder_embed_dim, cfg.mimo_state, cfg.mimo_head_dim)
+    if cfg.filter_conv < 0:
+        raise ValueError(f"--filter-conv must be >= 0, got {cfg.filter_conv}")
     if cfg.selective_rank < 1:
         raise ValueError(f"--selective-rank must be positive, got {cfg.selective_rank}")
     if cfg.focus_filter == "none" and cfg.filter_input != "x":

@@ -23,7 +23,7 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import Tensor, nn
 
 from .bidirectional_filter import build_block_filter
-from .config import HYPER_FILTERS, upgrade_renamed, validate
+from .config import HYPER_FILTERS, PER_TOKEN_FILTERS, upgrade_renamed, validate
 from .focus_layer import FocusBlock
 from .global_filter import build_encoder, iir_core, rename_prefix
 from .streaming import IncrementalState, StreamingModule
@@ -36,7 +36,7 @@ class FocusStack(StreamingModule):
         validate(cfg)
         adaptive = cfg.focus_filter in HYPER_FILTERS
         # Θ per token (ema, selective) or no filter at all (none): no bins
-        self.bin_size = cfg.bin_size if cfg.focus_filter not in ("ema", "selective", "none") else 1
+        self.bin_size = cfg.bin_size if cfg.focus_filter not in PER_TOKEN_FILTERS else 1
         self.multiple = math.lcm(self.bin_size, cfg.chunk_size)
         self.shared_encoder = build_encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
         own = adaptive and cfg.no_share_hypernet

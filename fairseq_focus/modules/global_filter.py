@@ -47,6 +47,7 @@ from ..ops.segments import blocks_touched
 from ..ops.selective_iir import tv_iir_filter, tv_iir_stream
 from ..ops.theta import theta_from_logits
 from .hypernetwork import HyperEncoder, LocalHyperMLP, Ring, initial_logits
+from .mimo_filter import ConvFilter, MIMOIIRFilter
 from .product_filter import ProductFilter, SumFilter
 from .streaming import IncrementalState, StreamingModule
 
@@ -256,6 +257,8 @@ def build_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module:
     ``--filter-input product`` (then it filters key-value products, not x); with ``both``, that filter
     of x plus a product path around a second filter of the same kind (:class:`SumFilter`)."""
     inner = _build_channel_filter(cfg, own_encoder)
+    if cfg.filter_conv and cfg.focus_filter != "mimo":  # mimo runs its conv inside (its stream keeps the history)
+        inner = ConvFilter(cfg.decoder_embed_dim, cfg.filter_conv, inner)
     if cfg.filter_input == "x":
         return inner
     if cfg.filter_input == "product":
@@ -291,4 +294,6 @@ def _build_channel_filter(cfg, own_encoder: Optional[HyperEncoder]) -> nn.Module
         return StaticIIRFilter(dim, cfg.num_filters, cfg.bin_size, cfg.iir_mode, cfg.theta_param, ring)
     if cfg.focus_filter == "none":
         return IdentityFilter()
+    if cfg.focus_filter == "mimo":
+        return MIMOIIRFilter(dim, cfg.mimo_state, cfg.mimo_head_dim, cfg.filter_conv)
     return EMAFilter(dim, cfg.ema_ndim)
