@@ -14,7 +14,8 @@ B, C (B, L, G, N) input / output maps shared by the H / G heads of a group; S (B
 
 - ``naive.py``: the reference, a loop over t (also the O(1)-per-token decoding step);
 - ``chunk.py``: the chunked form — inside a chunk of Q tokens a masked (Q × Q) matmul with the decays
-  exp(Σ a), across chunks a scan over the chunk states — at matmul speed on a CPU.
+  exp(Σ a), across chunks one masked (chunks × chunks) product over the chunk states — at matmul speed, in
+  operator calls flat in L.
 Both take and return the state, so a stream cut anywhere gives the same outputs.
 """
 from .chunk import ssd_chunk

@@ -5,7 +5,7 @@ log-decay). For t, s in one chunk, the state path from s to t decays by exp(Λ[t
 
     y[t] = Σ_{s ≤ t, same chunk} exp(Λ[t] − Λ[s]) (C[t] · B[s]) dt[s] x[s]      (a masked Q × Q matmul)
          + exp(Λ[t]) S_prev C[t]                                                  (the state before the chunk)
-    S_end = exp(Λ[Q−1]) S_prev + Σ_s exp(Λ[Q−1] − Λ[s]) dt[s] x[s] B[s]ᵀ          (the scan over chunks)
+    S_end = exp(Λ[Q−1]) S_prev + Σ_s exp(Λ[Q−1] − Λ[s]) dt[s] x[s] B[s]ᵀ          (the carry over chunks)
 
 Padding the last chunk with dt = 0 leaves the state untouched (decay 1, input 0). Everything in fp32.
 """
@@ -32,6 +32,21 @@ def _chunks(t: Tensor, q: int) -> Tensor:
     return t.reshape(t.size(0), t.size(1) // q, q, *t.shape[2:])
 
 
+def _scan_chunks(log_decay: Tensor, written: Tensor, s0: Tensor) -> Tuple[Tensor, Tensor]:
+    """S_c = exp(log_decay[c]) S_{c−1} + written[c] over the chunks c, as one masked (chunks × chunks) product
+    (flat in L in operator calls, as the rest of the op). log_decay (b, c, h), written (b, c, h, p, n), s0 (b, h, p, n)
+    -> the state before each chunk (b, c, h, p, n), and the final state."""
+    total = torch.cumsum(log_decay, dim=1)                                      # (b, c, h) through chunk c
+    before = total - log_decay                                                  # (b, c, h) up to chunk c's start
+    nc = log_decay.size(1)
+    strict = torch.ones(nc, nc, dtype=torch.bool, device=written.device).tril(-1)  # [c, j]: j < c
+    gap = (before.unsqueeze(2) - total.unsqueeze(1)).masked_fill(~strict[:, :, None], float("-inf"))  # (b, c, j, h)
+    prev = torch.einsum("bcjh,bjhpn->bchpn", gap.exp(), written) + before.exp()[..., None, None] * s0.unsqueeze(1)
+    tail = (total[:, -1:] - total).exp()                                        # (b, c, h) from chunk c to the end
+    final = torch.einsum("bch,bchpn->bhpn", tail, written) + total[:, -1].exp()[..., None, None] * s0
+    return prev, final
+
+
 def ssd_chunk(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Optional[Tensor] = None,
               chunk: int = DEFAULT_CHUNK) -> Tuple[Tensor, Tensor]:
     """Same signature and result as :func:`ssd_recurrent` (x (Bt, L, H, P), dt (Bt, L, H), A (H,),
@@ -52,12 +67,7 @@ def ssd_chunk(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Opt
     y = torch.einsum("bctsh,bcshp->bcthp", scores, xdt)                         # inside each chunk
     last = lam[:, :, -1:]                                                       # (b, c, 1, h)
     written = torch.einsum("bcshn,bcsh,bcshp->bchpn", Bs, (last - lam).exp(), xdt)  # each chunk's own input
-    carry = last[:, :, 0].exp()                                                 # (b, c, h) a chunk's total decay
-    s = x.new_zeros(bsz, heads, hdim, B.size(-1), dtype=dtype) if state is None else state.to(dtype)
-    before = []
-    for c in range(xs.size(1)):  # L / Q steps of a (b, h, p, n) update
-        before.append(s)
-        s = carry[:, c, :, None, None] * s + written[:, c]
-    prev = torch.stack(before, dim=1)                                           # (b, c, h, p, n)
+    s0 = x.new_zeros(bsz, heads, hdim, B.size(-1), dtype=dtype) if state is None else state.to(dtype)
+    prev, s = _scan_chunks(last[:, :, 0], written, s0)
     y = y + torch.einsum("bcthn,bchpn,bcth->bcthp", Cs, prev, lam.exp())        # from the state before the chunk
     return y.reshape(bsz, -1, heads, hdim)[:, :length].to(x.dtype), s
