@@ -189,3 +189,27 @@ def test_defaults_are_parameter_matched_to_focus_lm(data_dir):
     count = {arch: sum(p.numel() for p in build(big, arch).parameters()) for arch in [*PEERS, "focus_lm"]}
     for arch in PEERS:
         assert abs(count[arch] / count["focus_lm"] - 1) <= 0.05, count
+
+
+def test_bench_decode_times_the_peers_through_their_states(capsys):
+    """tools/bench_decode.py builds a peer at its defaults and decodes through its incremental state."""
+    from fairseq_focus.tools.bench_decode import build_decoder, main
+    decoder = build_decoder("mamba2_lm")
+    assert decoder.stack.blocks[0].mixer.d_state == 64
+    with pytest.raises(ValueError, match="neither a focus_lm arch nor a peer"):
+        build_decoder("transformer_lm")
+    main(["--arch", "gated_deltanet_lm", "--prefix", "8", "--steps", "2", "--repeats", "1", "--threads", "1"])
+    assert "| gated_deltanet_lm | 0.6M | 8 |" in capsys.readouterr().out
+
+
+def test_lm_cost_prints_every_selected_model(tmp_path, capsys):
+    import sys as _sys
+    _sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "recipes" / "study"))
+    import lm_cost
+    (tmp_path / "dict.txt").write_text("".join(f"s{i} 1\n" for i in range(20)))
+    assert lm_cost.main([str(tmp_path), "--only", "mamba2", "transformer-pp", "--tokens-per-sample", "16",
+                         "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mamba2") or
+            line.startswith("| transformer-pp")]
+    assert len(rows) == 2
+    assert lm_cost.main([str(tmp_path / "missing")]) == 2

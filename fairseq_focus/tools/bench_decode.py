@@ -27,12 +27,20 @@ import torch
 
 
 def build_decoder(arch: str):
+    """A focus_lm arch's decoder, or a peer's (models/peer_lm.py: mamba2_lm, gated_deltanet_lm, transformer_pp_lm)
+    at its defaults, on a 256-byte vocabulary."""
     from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_REGISTRY
 
     from ..data.byte_codec import byte_dictionary
     from ..models.focus_lm import FocusDecoder, FocusLMConfig  # also registers the focus_lm archs
-    if ARCH_MODEL_REGISTRY.get(arch) is None or ARCH_MODEL_REGISTRY[arch].__name__ != "FocusLanguageModel":
-        raise ValueError(f"{arch!r} is not a focus_lm arch")
+    from ..models.peer_lm import PeerDecoder, PeerLanguageModel
+    model = ARCH_MODEL_REGISTRY.get(arch)
+    if model is not None and issubclass(model, PeerLanguageModel):
+        cfg = model.__dataclass()
+        cfg.max_target_positions = 1 << 20
+        return PeerDecoder(cfg, byte_dictionary(), model.make_mixer).eval()
+    if model is None or model.__name__ != "FocusLanguageModel":
+        raise ValueError(f"{arch!r} is neither a focus_lm arch nor a peer (mamba2_lm, gated_deltanet_lm, transformer_pp_lm)")
     args = Namespace()
     ARCH_CONFIG_REGISTRY[arch](args)
     cfg = FocusLMConfig(**{f.name: getattr(args, f.name) for f in fields(FocusLMConfig) if hasattr(args, f.name)})
@@ -49,7 +57,7 @@ def measure(decoder, prefix: int, steps: int, repeats: int):
         decoder(tokens[:, :prefix + 1])  # the whole prefix, once per generated token
         recompute.append(time.perf_counter() - start)
     state: dict = {}
-    decoder.forward_stream(tokens[:, :prefix], state)  # prompt, not timed
+    decoder(tokens[:, :prefix], incremental_state=state)  # prompt, not timed
     incremental = []
     for block in range(repeats):
         start = time.perf_counter()
@@ -61,7 +69,7 @@ def measure(decoder, prefix: int, steps: int, repeats: int):
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fairseq_focus.tools.bench_decode", description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", nargs="+", default=["focus_lm_enwik8"], help="focus_lm archs to time")
+    parser.add_argument("--arch", nargs="+", default=["focus_lm_enwik8"], help="focus_lm archs or peers to time")
     parser.add_argument("--prefix", type=int, nargs="+", default=[1024, 4096], help="prefix lengths")
     parser.add_argument("--steps", type=int, default=16, help="incremental steps per timed block")
     parser.add_argument("--repeats", type=int, default=3, help="timed recompute forwards / incremental blocks (min)")
