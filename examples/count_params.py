@@ -1,4 +1,4 @@
-"""Print the parameter count of every registered focus_lm arch for a byte vocabulary (256 + 4 specials),
+"""Print the parameter count of every registered focus_lm arch and peer for a byte vocabulary (256 + 4 specials),
 built exactly as fairseq-train builds them (argument parsing, arch defaults, task, build_model).
 
     python examples/count_params.py
@@ -14,7 +14,8 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 ARCHS = ["focus_lm", "focus_lm_adaptive", "focus_lm_static", "focus_lm_mega_small", "focus_lm_paper"] + [
     f"focus_lm_{corpus}{suffix}" for corpus in ("enwik8", "text8")
-    for suffix in ("", "_adaptive", "_static", "_paper", "_static_paper", "_ema", "_mega", "_mega_adaptive")]
+    for suffix in ("", "_adaptive", "_static", "_paper", "_static_paper", "_ema", "_mega", "_mega_adaptive")] + [
+    "mamba2_lm", "gated_deltanet_lm", "transformer_pp_lm"]  # the peers (models/peer_lm.py) at their defaults
 
 
 def count(arch: str, data_dir: str) -> int:
