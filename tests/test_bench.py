@@ -43,3 +43,13 @@ def test_bench_profile_prints_the_profiler_table(tmp_path):
     assert "aten::" in proc.stdout and "Self CPU time total" in proc.stdout
     bad = run(["python", "-m", "fairseq_focus.tools.bench", "--profile", "nope:64", "--out", str(tmp_path)], check=False)
     assert bad.returncode == 2 and "--profile wants LAYER:L" in bad.stderr
+
+
+def test_bench_based_prints_its_rows_and_ratios():
+    """tools/bench_based.py at tiny sizes: a row per (decay, L), both ratios; its times are not asserted."""
+    proc = run(["python", "-m", "fairseq_focus.tools.bench_based", "--lengths", "64,256", "--chunk", "16",
+                "--feature-dim", "2", "--value-dim", "8", "--repeats", "1", "--threads", "1"])
+    for decay in ("none", "learned"):
+        assert f"| {decay} | 64 |" in proc.stdout and f"| {decay} | 256 |" in proc.stdout
+        assert f"{decay}: time per token at 256 / at 64 = x" in proc.stdout
+    assert "L=256: learned decay / none = x" in proc.stdout

@@ -1,5 +1,5 @@
 """recipes/check_gpu.sh, the first-run check of a training node, in its CPU smoke mode: the very script
-a GPU node runs, at tiny sizes (fairseq_focus/tools/check_node.py), plus its verdicts on bad input and
+a GPU node runs, at tiny sizes (fairseq_focus/tools/check_node/), plus its verdicts on bad input and
 on a failed check, the fairseq-train log parsing of the fp16 path that a CPU cannot run, and the focus_lm
 task's --task-autocast-bf16 (transformer_lm's bf16 path in the check)."""
 import json

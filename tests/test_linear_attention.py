@@ -19,8 +19,9 @@ import torch
 from fairseq_focus.models.focus_lm import FocusDecoder, FocusLMConfig
 from fairseq_focus.modules.config import FocusStackConfig, validate
 from fairseq_focus.modules.global_linear_attention import GlobalLinearAttention, build_global_attention
-from fairseq_focus.ops.linear_attention import (feature_size, linear_attention, linear_attention_ref,
-                                                linear_attention_step, taylor_features)
+from fairseq_focus.ops.linear_attention import (_entering_states, _entering_states_matrix, feature_size,
+                                                linear_attention, linear_attention_ref, linear_attention_step,
+                                                taylor_features)
 from fairseq_focus.ops.long_conv import causal_conv_ref
 from fairseq_focus.ops.short_conv import short_conv, short_conv_ref, short_conv_stream
 from helpers import USER_DIR, run
@@ -85,6 +86,31 @@ def test_chunked_equals_loop_twin_values_state_and_gradients(length, decay, carr
         torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-10)
         for a, b in zip(got[2], ref[2]):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 7, 40])
+@pytest.mark.parametrize("carried", [False, True])
+def test_chunk_scan_equals_its_closed_form_twin_values_and_gradients(chunks, carried):
+    """The states entering each chunk: the O(N) scan S_c = γ^M S_{c−1} + A_{c−1} against the (H, N, N)
+    closed form it replaced, on values and on the gradients of A, log γ and the initial state."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(2, chunks, 3, 5, 4, dtype=D64, generator=g)  # (B, N, H, P, E+1)
+    log_decay = -torch.tensor([0.002, 0.05, 0.9], dtype=D64)  # γ^M from 0.98 to 1e-2 at M = 5
+    state = torch.randn(2, 3, 5, 4, dtype=D64, generator=g) if carried else None
+    weight = torch.randn(2, chunks, 3, 5, 4, dtype=D64, generator=g)
+    results = []
+    for fn in (_entering_states, _entering_states_matrix):
+        leaves = [t.clone().requires_grad_(True) for t in (a, log_decay, state) if t is not None]
+        out = fn(leaves[0], leaves[1], 5, leaves[2] if carried else None)
+        constant = chunks == 1 and not carried  # S_0 = 0 whatever A and γ: nothing to differentiate
+        grads = [] if constant else torch.autograd.grad((out * weight).sum(), leaves, allow_unused=True,
+                                                        materialize_grads=True)  # one chunk: A unused
+        results.append((out, grads))
+    (scan, scan_grads), (closed, closed_grads) = results
+    torch.testing.assert_close(scan, closed, rtol=1e-12, atol=1e-12)
+    for got, want in zip(scan_grads, closed_grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(scan[:, 0], torch.zeros_like(a[:, 0]) if state is None else state)  # S_0 = S_init
 
 
 def test_the_twin_is_the_recurrence_written_out():

@@ -76,13 +76,33 @@ def test_bidirectional_form_reads_later_pixels(task, head):
     assert moved[:, :32].abs().max() > 1e-4
 
 
-def test_bidirectional_filter_is_forward_plus_flipped_backward(task):
-    filt = _model(task, bidirectional_filter=True, **CAUSAL_HEADS["static"]).stack.blocks[0].attn.filter
-    x = torch.randn(2, 64, 16)
+def _iir_loop(x: torch.Tensor, theta: torch.Tensor, backward: bool) -> torch.Tensor:
+    """The order-2 recursion written out, y[t] = x[t] − θ0·y[t∓1] − θ1·y[t∓2] summed over the F filters,
+    run from the first sample on (forward) or from the last one back (backward): x (B, L, D), Θ (D, F, 2)."""
+    y1 = y2 = x.new_zeros(x.size(0), x.size(2), theta.size(1))  # (B, D, F)
+    out = [None] * x.size(1)
+    for t in (range(x.size(1) - 1, -1, -1) if backward else range(x.size(1))):
+        y1, y2 = x[:, t, :, None] - theta[..., 0] * y1 - theta[..., 1] * y2, y1
+        out[t] = y1.sum(-1)
+    return torch.stack(out, dim=1)
+
+
+def test_bidirectional_filter_is_the_two_recursions_and_ends_each_row_at_its_last_real_sample(task):
+    """Against the recursions written out (not the module's own flips): the static carry head both ways is
+    the causal recursion plus the same recursion run from the last sample back, with each direction's Θ;
+    with a padding mask, both run over the row's real samples only."""
+    from fairseq_focus.ops.theta import theta_from_logits
+    filt = _model(task, bidirectional_filter=True, **CAUSAL_HEADS["static"]).stack.blocks[0].attn.filter.double()
+    thetas = [theta_from_logits(f.logits, "stable") for f in (filt.forward_filter, filt.backward_filter)]
+    x = torch.randn(2, 64, 16, dtype=torch.float64)
+    mask = torch.arange(64).unsqueeze(0) >= torch.tensor([[64], [41]])  # row 1: 41 real samples, then pads
     with torch.no_grad():
-        expected = filt.forward_filter(x, None) + filt.backward_filter(x.flip(1), None).flip(1)
-        torch.testing.assert_close(filt(x, None), expected)
-        assert not torch.equal(filt.forward_filter.logits, filt.backward_filter.logits)  # parameters of its own
+        both_ways = lambda s: _iir_loop(s, thetas[0], False) + _iir_loop(s, thetas[1], True)  # noqa: E731
+        torch.testing.assert_close(filt(x, None), both_ways(x), rtol=1e-9, atol=1e-9)
+        padded = filt(x, None, mask)
+        torch.testing.assert_close(padded[:1], both_ways(x[:1]), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(padded[1:, :41], both_ways(x[1:, :41]), rtol=1e-9, atol=1e-9)
+        assert not torch.equal(thetas[0], thetas[1])  # parameters of its own
     with pytest.raises(ValueError, match="cannot stream"):
         filt.forward_stream(x, None, 0, {})
 

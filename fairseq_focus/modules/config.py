@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from .global_attention_settings import GLOBAL_ATTENTION_DECAYS, GLOBAL_ATTENTIONS, check_global_attention  # noqa: F401
+
 FILTERS = ("adaptive", "adaptive-residual", "selective", "static", "ema", "none", "mimo")
 HYPER_FILTERS = ("adaptive", "adaptive-residual")  # the filters that read the hypernetwork encoder
 IIR_FREE_FILTERS = ("ema", "none", "mimo")  # the filters that read no --iir-mode
@@ -22,8 +24,6 @@ OLD_NAME = "old name of the default, kept for old checkpoints and command lines;
 RENAMED = {"share_hypernet": "no_share_hypernet", "normalize_before": "no_normalize_before"}
 WIRINGS = ("paper", "mega")
 REL_POS_BIASES = ("simple", "rotary")
-GLOBAL_ATTENTIONS = ("none", "based")
-GLOBAL_ATTENTION_DECAYS = ("none", "learned")
 
 
 @dataclass
@@ -208,21 +208,36 @@ def upgrade_renamed(cfg, renamed: Dict[str, str] = RENAMED) -> None:
 
 
 def validate(cfg: FocusStackConfig) -> None:
-    if cfg.focus_filter not in FILTERS:
-        raise ValueError(f"--focus-filter must be one of {FILTERS}, got {cfg.focus_filter!r}")
+    """One-line ValueErrors for settings that cannot build a stack: each choice, then what goes together."""
+    _check_choices(cfg)
+    _check_theta_init(cfg)
+    _check_filter(cfg)
+    _check_expanded_head(cfg)
+    _check_attention(cfg)
+
+
+def _check_choice(flag: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"--{flag} must be one of {allowed}, got {value!r}")
+
+
+def _check_choices(cfg: FocusStackConfig) -> None:
+    """Every option that names one of a fixed set of choices."""
     from ..ops.iir import MODES
-    if cfg.iir_mode not in MODES:
-        raise ValueError(f"--iir-mode must be one of {MODES}, got {cfg.iir_mode!r}")
-    if cfg.filter_input not in FILTER_INPUTS:
-        raise ValueError(f"--filter-input must be one of {FILTER_INPUTS}, got {cfg.filter_input!r}")
-    if cfg.filter_input in ("product", "both"):
-        from .product_filter import product_heads
-        product_heads(cfg.decoder_embed_dim, cfg.product_head_dim)
-    from ..ops.theta import MAX_RADIUS, PARAMS
-    if cfg.theta_param not in PARAMS:
-        raise ValueError(f"--theta-param must be one of {PARAMS}, got {cfg.theta_param!r}")
-    if cfg.theta_init not in THETA_INITS:
-        raise ValueError(f"--theta-init must be one of {THETA_INITS}, got {cfg.theta_init!r}")
+    from ..ops.selective_iir import FORMS
+    from ..ops.theta import PARAMS
+    for flag, value, allowed in (("focus-filter", cfg.focus_filter, FILTERS), ("iir-mode", cfg.iir_mode, MODES),
+                                 ("filter-input", cfg.filter_input, FILTER_INPUTS),
+                                 ("theta-param", cfg.theta_param, PARAMS), ("theta-init", cfg.theta_init, THETA_INITS),
+                                 ("block-wiring", cfg.block_wiring, WIRINGS),
+                                 ("rel-pos-bias", cfg.rel_pos_bias, REL_POS_BIASES),
+                                 ("selective-form", cfg.selective_form, FORMS)):
+        _check_choice(flag, value, allowed)
+
+
+def _check_theta_init(cfg: FocusStackConfig) -> None:
+    """--theta-init ring: the stable map, and a ring inside the unit circle."""
+    from ..ops.theta import MAX_RADIUS
     if cfg.theta_init == "ring" and cfg.theta_param != "stable":
         raise ValueError("--theta-init ring needs --theta-param stable (eq. 5's Θ holds only high-pass poles)")
     if not 0.0 <= cfg.theta_ring_rmin <= cfg.theta_ring_rmax < MAX_RADIUS:
@@ -230,23 +245,16 @@ def validate(cfg: FocusStackConfig) -> None:
                          f"got {cfg.theta_ring_rmin}, {cfg.theta_ring_rmax}")
     if not 0.0 < cfg.theta_ring_max_phase <= math.pi:
         raise ValueError(f"need 0 < --theta-ring-max-phase <= pi, got {cfg.theta_ring_max_phase}")
-    if cfg.block_wiring not in WIRINGS:
-        raise ValueError(f"--block-wiring must be one of {WIRINGS}, got {cfg.block_wiring!r}")
-    if cfg.rel_pos_bias not in REL_POS_BIASES:
-        raise ValueError(f"--rel-pos-bias must be one of {REL_POS_BIASES}, got {cfg.rel_pos_bias!r}")
-    if cfg.rel_pos_bias == "rotary" and cfg.decoder_z_dim % 2 != 0:
-        raise ValueError(f"--rel-pos-bias rotary needs an even --decoder-z-dim, got {cfg.decoder_z_dim}")
+
+
+def _check_filter(cfg: FocusStackConfig) -> None:
+    """The filter with what it filters, its mode, its selection, both directions and its bins."""
+    if cfg.filter_input in ("product", "both"):
+        from .product_filter import product_heads
+        product_heads(cfg.decoder_embed_dim, cfg.product_head_dim)
     if cfg.focus_filter == "selective" and cfg.iir_mode != "carry":
         raise ValueError(f"--focus-filter selective changes Θ at every token through the carried recursion; it needs "
                          f"--iir-mode carry, got {cfg.iir_mode!r}")
-    from ..ops.selective_iir import FORMS
-    if cfg.selective_form not in FORMS:
-        raise ValueError(f"--selective-form must be one of {FORMS}, got {cfg.selective_form!r}")
-    if cfg.focus_filter == "mimo":
-        from .mimo_filter import check_mimo
-        check_mimo(cfg.decoder_embed_dim, cfg.mimo_state, cfg.mimo_head_dim)
-    if cfg.filter_conv < 0:
-        raise ValueError(f"--filter-conv must be >= 0, got {cfg.filter_conv}")
     if cfg.selective_rank < 1:
         raise ValueError(f"--selective-rank must be positive, got {cfg.selective_rank}")
     if cfg.focus_filter == "none" and cfg.filter_input != "x":
@@ -257,9 +265,23 @@ def validate(cfg: FocusStackConfig) -> None:
     if getattr(cfg, "bidirectional_filter", False) and cfg.focus_filter in HYPER_FILTERS:
         raise ValueError(f"--bidirectional-filter needs a head that reads no left-to-right hypernetwork embedding "
                          f"(selective, static or ema), got --focus-filter {cfg.focus_filter}")
-    if getattr(cfg, "global_attention", "none") != "none":
-        from .global_linear_attention import check_global_attention
-        check_global_attention(cfg.global_attention, cfg.global_attention_heads, cfg.global_attention_feature_dim,
-                               cfg.global_attention_conv, cfg.global_attention_decay, cfg.decoder_hidden_dim)
     if cfg.focus_filter in HYPER_FILTERS and cfg.bin_size % cfg.oversampling != 0:
         raise ValueError(f"--bin-size {cfg.bin_size} must be a multiple of --oversampling {cfg.oversampling}")
+
+
+def _check_expanded_head(cfg: FocusStackConfig) -> None:
+    """--focus-filter mimo's sizes and --filter-conv's taps."""
+    if cfg.focus_filter == "mimo":
+        from .mimo_filter import check_mimo
+        check_mimo(cfg.decoder_embed_dim, cfg.mimo_state, cfg.mimo_head_dim)
+    if cfg.filter_conv < 0:
+        raise ValueError(f"--filter-conv must be >= 0, got {cfg.filter_conv}")
+
+
+def _check_attention(cfg: FocusStackConfig) -> None:
+    """The rotary bias's even z dim; the global path's settings."""
+    if cfg.rel_pos_bias == "rotary" and cfg.decoder_z_dim % 2 != 0:
+        raise ValueError(f"--rel-pos-bias rotary needs an even --decoder-z-dim, got {cfg.decoder_z_dim}")
+    if getattr(cfg, "global_attention", "none") != "none":
+        check_global_attention(cfg.global_attention, cfg.global_attention_heads, cfg.global_attention_feature_dim,
+                               cfg.global_attention_conv, cfg.global_attention_decay, cfg.decoder_hidden_dim)

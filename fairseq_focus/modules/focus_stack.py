@@ -1,7 +1,7 @@
 """A stack of Focus blocks over embedded inputs, shared by the LM decoder and the classifier.
 
 Responsibilities kept out of the blocks: right-padding the sequence to whole bins and chunks (which
-cannot change earlier positions of a causal model), computing the hypernetwork's global part once
+cannot change earlier positions of a causal model; a bidirectional filter is told where that padding is), computing the hypernetwork's global part once
 when it is shared across layers (paper §3.2: "can be shared across multiple Focus layers"), zeroing
 padded positions, the final norm of a pre-norm stack, and activation checkpointing per block
 (``--checkpoint-activations`` / ``--offload-activations``, fairseq's ``checkpoint_wrapper`` as in its
@@ -38,6 +38,7 @@ class FocusStack(StreamingModule):
         # Θ per token (ema, selective) or no filter at all (none): no bins
         self.bin_size = cfg.bin_size if cfg.focus_filter not in PER_TOKEN_FILTERS else 1
         self.multiple = math.lcm(self.bin_size, cfg.chunk_size)
+        self.reads_ahead = bool(getattr(cfg, "bidirectional_filter", False))  # a filter that reads later positions
         self.shared_encoder = build_encoder(cfg) if adaptive and not cfg.no_share_hypernet else None
         own = adaptive and cfg.no_share_hypernet
         self.blocks = nn.ModuleList(
@@ -50,10 +51,13 @@ class FocusStack(StreamingModule):
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=not cfg.no_affine_final_norm) if not cfg.no_normalize_before else None
 
     def _pad(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
-        """Zero the pads and right-pad (B, L, D) to (B, L + pad, D), a whole number of bins and chunks."""
+        """Zero the pads and right-pad (B, L, D) to (B, L + pad, D), a whole number of bins and chunks. With
+        a filter that reads later positions (``--bidirectional-filter``) the mask marks this padding too."""
         pad = (-x.size(1)) % self.multiple
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        elif pad and self.reads_ahead:
+            padding_mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)  # (B, L)
         if pad:
             x = F.pad(x, (0, 0, 0, pad))  # (B, L + pad, D)
             if padding_mask is not None:

@@ -121,12 +121,19 @@ class GatedAttention(StreamingModule):
 
     def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
         residual, x = x, self.filter_input(x)
-        q, k, v, gates = self.project(x, self.dropout(self.filter(x, e)))
+        q, k, v, gates = self.project(x, self.dropout(self._filter(x, e, padding_mask)))
         p = self.attention_dropout if self.training else 0.0
         y = chunked_attention(q, k, self.hidden_dropout(v), self.rel_pos(), self.chunk_size, padding_mask, p)
         if self.global_attention is not None:
             y = y + self.global_attention(x, padding_mask)
         return self._output(residual, gates, y)
+
+    def _filter(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:
+        """x_f (B, L, D): a filter that reads later positions (``takes_padding_mask``) is told where the pads
+        are; a causal one never reads a right pad at a real position, so it is not."""
+        if getattr(self.filter, "takes_padding_mask", False):
+            return self.filter(x, e, padding_mask)
+        return self.filter(x, e)
 
     def forward_stream(self, x: Tensor, e: Optional[Tensor], pos: int, incremental_state: IncrementalState,
                        padding_mask: Optional[Tensor] = None) -> Tensor:

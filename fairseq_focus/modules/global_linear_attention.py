@@ -47,24 +47,10 @@ from torch import Tensor, nn
 
 from ..ops.linear_attention import linear_attention, linear_attention_step
 from ..ops.short_conv import short_conv, short_conv_stream
-from .config import GLOBAL_ATTENTION_DECAYS, GLOBAL_ATTENTIONS
+from .global_attention_settings import check_global_attention
 from .streaming import IncrementalState, StreamingModule
 
 NORM_EPS = 1e-5
-
-
-def check_global_attention(kind: str, heads: int, feature_dim: int, conv: int, decay: str, value_dim: int) -> None:
-    """One-line ValueErrors for a bad ``--global-attention*`` setting."""
-    if kind not in GLOBAL_ATTENTIONS:
-        raise ValueError(f"--global-attention must be one of {GLOBAL_ATTENTIONS}, got {kind!r}")
-    if decay not in GLOBAL_ATTENTION_DECAYS:
-        raise ValueError(f"--global-attention-decay must be one of {GLOBAL_ATTENTION_DECAYS}, got {decay!r}")
-    if heads < 1 or value_dim % heads != 0:
-        raise ValueError(f"--global-attention-heads must be positive and divide --decoder-hidden-dim {value_dim}, "
-                         f"got {heads}")
-    if feature_dim < 1 or conv < 1:
-        raise ValueError(f"--global-attention-feature-dim and --global-attention-conv must be positive, "
-                         f"got {feature_dim} and {conv}")
 
 
 class GlobalLinearAttention(StreamingModule):

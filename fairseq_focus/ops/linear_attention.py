@@ -25,9 +25,12 @@ Chunked form (:func:`linear_attention`; chunks of M, chunk c holds t = cM + i, i
     o_t  = γ^{i+1} S_cᵀ φ(q_t)  +  Σ_{j ≤ i} γ^{i−j} (1 + s_tj + s_tj²/2) ṽ_{cM+j}     (across + within)
     A_c  = Σ_{j < M} γ^{M−1−j} φ(k_{cM+j}) ṽ_{cM+j}ᵀ                                   (what chunk c adds)
     S_c  = γ^{cM} S_init + Σ_{c' < c} γ^{M(c−1−c')} A_{c'}                              (the state entering c)
+         = γ^M S_{c−1} + A_{c−1},   S_0 = S_init                                       (computed as this scan)
 
 The within-chunk term is the masked quadratic form on the scores s (M × M per chunk and head, never of size
-P); every power of γ has a non-negative exponent, so none overflows. Reference twin:
+P); every power of γ has a non-negative exponent, so none overflows. The entering states come from a scan
+over the N chunks (O(L) in all, 2 operator calls per chunk); the closed form's (H, N, N) weight over
+chunk pairs (:func:`_entering_states_matrix`, the scan's twin) made decay quadratic in N. Reference twin:
 :func:`linear_attention_ref`, the recurrence above one position at a time (:func:`linear_attention_step`,
 which decoding uses for single tokens).
 
@@ -136,10 +139,26 @@ def _within_chunk_weights(qc: Tensor, kc: Tensor, log_decay: Optional[Tensor]) -
 
 
 def _entering_states(a: Tensor, log_decay: Optional[Tensor], m: int, state: Optional[Tensor]) -> Tensor:
-    """S_c for every chunk c from the chunk sums A (B, N, H, P, E+1) and S_init (B, H, P, E+1) or None."""
+    """S_c for every chunk c from the chunk sums A (B, N, H, P, E+1) and S_init (B, H, P, E+1) or None: a
+    scan over chunks, S_0 = S_init, S_c = γ^M S_{c−1} + A_{c−1}, O(N) (without decay one exclusive
+    cumulative sum). Twin: :func:`_entering_states_matrix`, the closed form as one (H, N, N) weight."""
     if log_decay is None:
         entering = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1].cumsum(dim=1)], dim=1)  # exclusive sum
         return entering if state is None else entering + state.unsqueeze(1)
+    carry = torch.exp(m * log_decay).view(1, -1, 1, 1)  # γ^M per head: (1, H, 1, 1)
+    s = torch.zeros_like(a[:, 0]) if state is None else state  # (B, H, P, E+1)
+    entering = []
+    for a_c in a.unbind(dim=1):  # unbind, not a[:, c]: its backward is one stack, not N full-size scatters
+        entering.append(s)
+        s = carry * s + a_c
+    return torch.stack(entering, dim=1)  # (B, N, H, P, E+1)
+
+
+def _entering_states_matrix(a: Tensor, log_decay: Optional[Tensor], m: int, state: Optional[Tensor]) -> Tensor:
+    """Reference twin of :func:`_entering_states`, the module docstring's closed form
+    S_c = γ^{cM} S_init + Σ_{c' < c} γ^{M(c−1−c')} A_{c'} as one (H, N, N) weight: O(N²) in the chunks."""
+    if log_decay is None:
+        return _entering_states(a, log_decay, m, state)
     c = torch.arange(a.size(1), device=a.device)
     lag = c.view(-1, 1) - 1 - c.view(1, -1)  # c − 1 − c'
     weights = torch.exp(lag.clamp_min(0).to(a.dtype) * m * log_decay.view(-1, 1, 1)) * (lag >= 0)  # (H, N, N)

@@ -15,6 +15,8 @@ from typing import Callable, Tuple
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from .bench_layers import build_layer
+
 NO_DATA = frozenset({
     "view", "reshape", "_reshape_alias", "slice", "select", "unsqueeze", "squeeze", "transpose", "permute", "expand",
     "as_strided", "empty", "empty_like", "empty_strided", "unflatten", "flatten", "t", "detach", "alias", "split",
@@ -34,7 +36,6 @@ def count_calls(step: Callable[[], None]) -> Tuple[int, int]:
 
 def layer_calls(name: str, length: int, dim: int = 64) -> Tuple[int, int]:
     """Calls of one forward + backward of bench's layer ``name`` (D = ``dim``, batch 1), after a warm-up pass."""
-    from .bench import build_layer
     args = types.SimpleNamespace(dim=dim, value_dim=dim, ffn=2 * dim, zdim=32, heads=4, filters=1, bin_size=128,
                                  chunk_size=128, kernel_size=1024, model_layers=1)
     torch.manual_seed(0)
