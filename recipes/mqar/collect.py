@@ -13,6 +13,7 @@ layer (fixed + length-dependent terms at the cell's L, log axis), one panel per 
 """
 import argparse
 import json
+import logging
 import re
 import sys
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ def read_run(path: Path, variant: str, seq_len: int, pairs: int, width: int, lr:
     log = path / "train.log"
     valid = _json_lines(log.read_text(), "valid_accuracy") if log.exists() else []
     test_log = path / "test.log"
-    test = _json_lines(test_log.read_text(), "valid_accuracy") if test_log.exists() else []
+    test = _json_lines(test_log.read_text(), "test_accuracy") if test_log.exists() else []  # fairseq-validate's tag
     times = path / "times"
     sessions = [line.split() for line in times.read_text().splitlines() if re.fullmatch(r"[\d.]+ [\d.]+ [\d.]+", line)] \
         if times.exists() else []
@@ -62,7 +63,7 @@ def read_run(path: Path, variant: str, seq_len: int, pairs: int, width: int, lr:
                valid=accs[-1] if accs else None, best_valid=max(accs) if accs else None,
                epochs=int(valid[-1]["epoch"]) if valid else None,
                updates=int(float(valid[-1]["valid_num_updates"])) if valid else None,
-               test=float(test[-1]["valid_accuracy"]) if test else None,
+               test=float(test[-1]["test_accuracy"]) if test else None,
                cpu_seconds=sum(float(s[1]) + float(s[2]) for s in sessions) if sessions else None,
                wall_seconds=sum(float(s[0]) for s in sessions) if sessions else None,
                done=(path / "done").exists())
@@ -128,7 +129,9 @@ def table(runs: List[Run], states: Dict[Path, Optional[Dict[str, int]]]) -> str:
 
 
 def plot(runs: List[Run], states: Dict[Path, Optional[Dict[str, int]]], out: Path) -> None:
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging setup lets its DEBUG lines through
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     best = best_runs(runs)
@@ -143,6 +146,7 @@ def plot(runs: List[Run], states: Dict[Path, Optional[Dict[str, int]]], out: Pat
             if points:
                 ax.plot(*zip(*points), marker="o", label=variant)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(-2, 102)
         ax.set_title(f"L = {seq_len}, {pairs} pairs")
         ax.set_xlabel("state per layer (numbers)")
