@@ -3,6 +3,7 @@ criterion on a hand-made example and against fairseq's cross_entropy, and end-to
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +286,87 @@ def test_bad_settings_fail_with_a_clear_error(tmp_path):
     proc = _train(tmp_path, "--arch", "focus_recall", "--max-epoch", "1", "--num-pairs", "9", check=False)
     assert proc.returncode != 0 and "--seq-len 32 is too short for --num-pairs 9" in proc.stderr
     assert not (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
+
+
+# --- the recipe (recipes/mqar): variants, state sizes, train.sh resuming, the grid and its table ---
+
+def _recipe_module(name):
+    import importlib
+    import sys
+    sys.path.insert(0, str(RECIPE))
+    return importlib.import_module(name)
+
+
+def test_variants_file_substitutes_widths_and_refuses_bad_lines(tmp_path):
+    variants = _recipe_module("variants")
+    read = variants.read_variants(RECIPE / "variants.txt")
+    assert {"focus", "focus-paper", "based", "transformer"} <= {v.name for v in read}
+    focus = next(v for v in read if v.name == "focus")
+    flags = focus.flags(128)
+    assert flags[flags.index("--decoder-embed-dim") + 1] == "128" and flags[flags.index("--decoder-z-dim") + 1] == "64"
+    bad = tmp_path / "v.txt"
+    bad.write_text("x focus_recall --decoder-embed-dim {3D}\n")
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        variants.read_variants(bad)[0].flags(64)
+    with pytest.raises(ValueError, match="no variant nope"):
+        variants.read_variants(RECIPE / "variants.txt", ["nope"])
+
+
+def test_state_size_of_focus_recall_by_hand():
+    """focus_recall at D 64: IIR 2·64 = 128; Based 2 heads · 273 features · (64 + 1) + conv 2 · (2·2·16 + 128) =
+    35,874; chunk cache 31 · (32 + 128) = 4,960; the shared hypernetwork's history at L = 64 (K = 66, R = 16, O = 4)
+    ((65 + 16 + 4) · 64) / 2 layers = 2,720, which grows with L."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    state_size = _recipe_module("state_size")
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        "--user-dir", USER_DIR, "--task", "mqar", "--seq-len", "64", "--arch", "focus_recall"])
+    cfg = convert_namespace_to_omegaconf(args).model
+    state = state_size.state_per_layer("focus_lm", cfg, 64)
+    assert state["iir"] == 128 and state["global_attn"] == 2 * 273 * 65 + 2 * 192 and state["chunk_kv"] == 4960
+    assert state["hyper"] == (65 + 16 + 4) * 64 // 2 and state["grows"] == state["hyper"]
+    assert state["fixed"] == 128 + 35874 + 4960
+    assert state_size.state_per_layer("transformer_lm", {"decoder_embed_dim": 64}, 512)["total"] == 2 * 512 * 64
+    with pytest.raises(KeyError, match="PEER_FIELDS"):
+        state_size.state_per_layer("mamba2_lm", {"decoder_embed_dim": 64}, 64)
+
+
+def _recipe_env(tmp_path):
+    return {"VOCAB": "64", "NUM_TRAIN": "32", "NUM_VALID": "16", "NUM_TEST": "16", "BATCH": "16", "USER_DIR": USER_DIR,
+            "PYTHON": os.sys.executable, **ONE_THREAD}
+
+
+@pytest.mark.slow
+def test_train_sh_resumes_and_skips_a_finished_run(tmp_path):
+    out = tmp_path / "run"
+    env = {**_recipe_env(tmp_path), "ARCH": "focus_recall_transformer", "L": "16", "N": "2", "EPOCHS": "1",
+           "OUT": str(out)}
+    run(["bash", str(RECIPE / "train.sh")], env=env)
+    assert (out / "done").exists() and (out / "test.log").exists() and not (out / "checkpoint_best.pt").exists()
+    again = run(["bash", str(RECIPE / "train.sh")], env=env)
+    assert "done already" in again.stdout
+    (out / "done").unlink()  # an unfinished run: the same command with more epochs continues from epoch 2
+    resumed = run(["bash", str(RECIPE / "train.sh")], env={**env, "EPOCHS": "2"})
+    assert "loaded checkpoint" in resumed.stdout + resumed.stderr
+    epochs = [int(v["epoch"]) for v in _valid_stats((out / "train.log").read_text())]
+    assert epochs == [1, 2] and len((out / "times").read_text().splitlines()) == 2
+    bad = run(["bash", str(RECIPE / "train.sh")], env={**env, "N": "0"}, check=False)
+    assert bad.returncode == 2 and "N must be a positive integer" in bad.stderr
+
+
+@pytest.mark.slow
+def test_grid_runs_two_at_a_time_and_collects_a_table_and_plot(tmp_path):
+    work = tmp_path / "work"
+    env = {**_recipe_env(tmp_path), "WORK": str(work), "CELLS": "16:2:32:1", "LRS": "3e-3",
+           "ONLY": "focus transformer", "JOBS": "2"}
+    proc = run(["bash", str(RECIPE / "grid.sh")], env=env)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| focus |") or line.startswith("| transformer |")]
+    assert len(rows) == 2, proc.stdout[-3000:]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:5] == ["16", "2", "64", "3e-3"] and re.fullmatch(r"[\d.]+", cells[6]), row  # test accuracy
+    assert (work / "table.md").exists() and (work / "accuracy_vs_state.png").stat().st_size > 0
+    again = run(["bash", str(RECIPE / "grid.sh")], env=env)
+    assert again.stdout.count("done already") == 2
+    bad = run(["bash", str(RECIPE / "grid.sh")], env={**env, "CELLS": "16:2"}, check=False)
+    assert bad.returncode == 2 and "L:N:NUM_TRAIN:EPOCHS" in bad.stderr
