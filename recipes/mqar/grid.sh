@@ -11,7 +11,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-CELLS="${CELLS:-64:4:40000:4 256:16:16000:3 512:64:12000:2}"
+CELLS="${CELLS:-64:4:36000:4 256:16:9600:3 512:64:6400:2}"
 LRS="${LRS:-1e-3 3e-3 1e-2}"
 VARIANTS="${VARIANTS:-$HERE/variants.txt}"
 ONLY="${ONLY:-}"                  # space-separated variant names; empty: all of VARIANTS
