@@ -203,9 +203,11 @@ def test_criterion_scores_a_hand_made_example():
     assert stats["loss"] == pytest.approx(math.log2(20) / 2, abs=1e-4)
 
 
-def test_criterion_equals_cross_entropy_on_a_real_model():
+@pytest.mark.parametrize("extra", [[], ["--autocast-bf16"]])
+def test_criterion_equals_cross_entropy_on_a_real_model(extra):
     """focus_recall through the task: the labelled-rows loss is fairseq's cross_entropy on the same sample
-    (pad targets are ignored there), and the accuracy is the arg-max of the full logits at the queries."""
+    (pad targets are ignored there), and the accuracy is the arg-max of the full logits at the queries; in fp32
+    and under the model's bf16 autocast."""
     from fairseq import options
     from fairseq.criterions.cross_entropy import CrossEntropyCriterion
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -214,7 +216,7 @@ def test_criterion_equals_cross_entropy_on_a_real_model():
     args = options.parse_args_and_arch(parser, ["--user-dir", USER_DIR, "--task", "mqar", "--vocab-size", "64",
                                                 "--seq-len", "32", "--num-pairs", "4", "--arch", "focus_recall",
                                                 "--num-train", "8", "--num-valid", "8", "--num-test", "8",
-                                                "--dropout", "0", "--cpu"])
+                                                "--dropout", "0", "--cpu", *extra])
     cfg = convert_namespace_to_omegaconf(args)
     task = __import__("fairseq.tasks", fromlist=["setup_task"]).setup_task(cfg.task)
     model = task.build_model(cfg.model).eval()
@@ -224,10 +226,27 @@ def test_criterion_equals_cross_entropy_on_a_real_model():
     loss, size, log = ours(model, sample)
     ref_loss, ref_size, _ = CrossEntropyCriterion(task, sentence_avg=False)(model, sample)
     assert size == ref_size == 32
-    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    # with --autocast-bf16 the features still come out fp32 (the final norm); the model's own forward runs its
+    # output layer under bf16 autocast, the criterion in fp32: the losses agree to bf16 rounding
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5 if not extra else 1e-2)
     full = model(**sample["net_input"])[0]
     mask = sample["target"].ne(task.dictionary.pad())
     assert log["ncorrect"] == int(full[mask].argmax(-1).eq(sample["target"][mask]).sum())
+
+
+def test_half_features_meet_an_fp32_output_layer_under_autocast():
+    """A model whose features come out bf16 (computed under autocast) gets its fp32 output layer under bf16
+    autocast, as its own forward would run it, instead of a dtype error."""
+    from fairseq.data import Dictionary
+    from fairseq_focus.criterions.labelled_cross_entropy import LabelledCrossEntropyCriterion
+    torch.manual_seed(0)
+    d = Dictionary()
+    model = _StubLM(torch.randn(2, 3, 16).bfloat16())
+    model.output_layer = nn.Linear(16, len(d))  # fp32 weights
+    sample = {"net_input": {"src_tokens": torch.full((2, 3), 4)}, "target": torch.tensor([[1, 2, 1], [3, 1, 0]]),
+              "ntokens": 3}
+    loss, size, _ = LabelledCrossEntropyCriterion(type("T", (), {"target_dictionary": d})())(model, sample)
+    assert size == 3 and torch.isfinite(loss)
 
 
 def test_until_solved_drops_to_zero_at_the_target():
