@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parents[1])]  # state_size, and this checkout's fairseq_focus (not an installed one)
 from state_size import state_per_layer  # noqa: E402
 
 CELL = re.compile(r"L(\d+)-N(\d+)")

@@ -19,7 +19,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(REPO)]  # variants, and this checkout's fairseq_focus (not an installed one)
 from variants import Variant, read_variants  # noqa: E402
 
 
