@@ -14,6 +14,7 @@ layer (fixed + length-dependent terms at the cell's L, log axis), one panel per 
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -139,13 +140,17 @@ def plot(runs: List[Run], states: Dict[Path, Optional[Dict[str, int]]], out: Pat
     variants = sorted({k[0] for k in best})
     fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 3.8), squeeze=False)
     for ax, (seq_len, pairs) in zip(axes[0], cells):
+        xs = []
         for variant in variants:
             points = sorted((states[r.path]["total"], r.test if r.test is not None else r.valid)
                             for k, r in best.items() if k[0] == variant and k[1:3] == (seq_len, pairs)
                             and states.get(r.path) is not None)
             if points:
                 ax.plot(*zip(*points), marker="o", label=variant)
+                xs += [x for x, _ in points]
         ax.set_xscale("log")
+        if xs:  # whole decades, so that the axis has labelled ticks however close the points are
+            ax.set_xlim(10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs)) + 1e-9))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(-2, 102)
         ax.set_title(f"L = {seq_len}, {pairs} pairs")
