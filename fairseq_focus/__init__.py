@@ -12,4 +12,5 @@ from .models import focus_lm as _focus_lm  # noqa: F401
 from .models import focus_recall as _focus_recall  # noqa: F401
 from .tasks import associative_recall as _associative_recall_task  # noqa: F401
 from .tasks import focus_lm as _focus_lm_task  # noqa: F401
+from .tasks import mqar as _mqar_task  # noqa: F401
 from .tasks import pixel_sequence_classification as _pixel_task  # noqa: F401
