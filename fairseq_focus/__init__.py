@@ -10,6 +10,7 @@ from .encoders import focus_bytes as _focus_bytes  # noqa: F401
 from .models import focus_classifier as _focus_classifier  # noqa: F401
 from .models import focus_lm as _focus_lm  # noqa: F401
 from .models import focus_recall as _focus_recall  # noqa: F401
+from .models import peer_lm as _peer_lm  # noqa: F401
 from .tasks import associative_recall as _associative_recall_task  # noqa: F401
 from .tasks import focus_lm as _focus_lm_task  # noqa: F401
 from .tasks import mqar as _mqar_task  # noqa: F401

@@ -32,7 +32,8 @@ class PeerLMConfig(FairseqDataclass):
     decoder_layers: int = field(default=2, metadata={"help": "number of residual layers"})
     decoder_embed_dim: int = field(default=128, metadata={"help": "model width D"})
     decoder_ffn_embed_dim: int = field(default=0, metadata={"help": "SwiGLU hidden width after each mixer (0: none)"})
-    embed_dropout: float = field(default=0.0, metadata={"help": "dropout on the embeddings (the peers' runs: none)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the embeddings and on each residual branch's "
+                                                          "output (the reference LMs and the study's runs: none)"})
     max_target_positions: Optional[int] = II("task.tokens_per_sample")
 
 
@@ -79,7 +80,7 @@ def attention_mixer(cfg) -> nn.Module:
 
 def _block(cfg, make_mixer: Callable) -> ResidualBlock:
     ffn = SwiGLU(cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim) if cfg.decoder_ffn_embed_dim else None
-    return ResidualBlock(cfg.decoder_embed_dim, make_mixer(cfg), ffn)
+    return ResidualBlock(cfg.decoder_embed_dim, make_mixer(cfg), ffn, dropout=cfg.dropout)
 
 
 def _rescale_residual_outputs(stack: PeerStack, layers: int, per_layer: int) -> None:
@@ -99,7 +100,7 @@ class PeerDecoder(FairseqIncrementalDecoder):
         self.max_target_positions = cfg.max_target_positions
         self.embed_tokens = nn.Embedding(len(dictionary), dim, padding_idx=dictionary.pad())
         nn.init.normal_(self.embed_tokens.weight, std=0.02)
-        self.embed_dropout = nn.Dropout(cfg.embed_dropout)
+        self.embed_dropout = nn.Dropout(cfg.dropout)
         self.stack = PeerStack(dim, cfg.decoder_layers, lambda i: _block(cfg, make_mixer))
         _rescale_residual_outputs(self.stack, cfg.decoder_layers, 2 if cfg.decoder_ffn_embed_dim else 1)
 

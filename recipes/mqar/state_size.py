@@ -36,14 +36,14 @@ Config = Union[Mapping, Namespace]
 IIR_FILTERS = ("adaptive", "adaptive-residual", "static", "selective")
 HYPER_FILTERS = ("adaptive", "adaptive-residual")
 
-# candidate config names of each peer's sizes, tried in order (update when the archs land on main)
+# candidate config names of each peer's sizes, tried in order (models/peer_lm.py's come first)
 PEER_FIELDS = {
     "mamba2": {"d_state": ("mamba_d_state", "d_state", "ssm_state_dim"), "expand": ("mamba_expand", "expand"),
-               "d_conv": ("mamba_d_conv", "d_conv", "conv_kernel")},
+               "d_conv": ("mamba_conv_kernel", "mamba_d_conv", "d_conv", "conv_kernel")},
     "gated_deltanet": {"heads": ("gdn_heads", "num_heads", "decoder_attention_heads"),
                        "head_k_dim": ("gdn_head_k_dim", "head_k_dim", "head_dim"),
                        "head_v_dim": ("gdn_head_v_dim", "head_v_dim", "head_dim"),
-                       "d_conv": ("gdn_conv_size", "conv_size", "d_conv")},
+                       "d_conv": ("gdn_conv_kernel", "gdn_conv_size", "conv_size", "d_conv")},
 }
 
 

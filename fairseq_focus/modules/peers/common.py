@@ -60,17 +60,18 @@ class SwiGLU(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """x + mixer(RMSNorm(x)), then x + FFN(RMSNorm(x)) when the layer has an FFN."""
+    """x + Dropout(mixer(RMSNorm(x))), then x + Dropout(FFN(RMSNorm(x))) when the layer has an FFN."""
 
-    def __init__(self, dim: int, mixer: nn.Module, ffn: Optional[nn.Module], eps: float = 1e-5):
+    def __init__(self, dim: int, mixer: nn.Module, ffn: Optional[nn.Module], eps: float = 1e-5, dropout: float = 0.0):
         super().__init__()
         self.mixer_norm, self.mixer = nn.RMSNorm(dim, eps=eps), mixer
         self.ffn_norm = nn.RMSNorm(dim, eps=eps) if ffn is not None else None
         self.ffn = ffn
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, incremental_state: Optional[IncrementalState] = None) -> Tensor:
-        x = x + self.mixer(self.mixer_norm(x), incremental_state)
-        return x if self.ffn is None else x + self.ffn(self.ffn_norm(x))
+        x = x + self.dropout(self.mixer(self.mixer_norm(x), incremental_state))
+        return x if self.ffn is None else x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
 class PeerStack(StreamingModule):
