@@ -1,5 +1,5 @@
-"""ops/selective_triton.py (the Triton kernels of the fused per-token IIR scan), run on CPU by Triton's
-interpreter, against ops/selective_iir.py's loop twin tv_iir_filter_ref: values, final state, the
+"""ops/tv_iir/triton.py (the Triton kernels of the fused per-token IIR scan), run on CPU by Triton's
+interpreter, against ops/tv_iir's loop twin tv_iir_filter_ref: values, final state, the
 checkpoints, and the gradients of the twin's torch autograd (θ, u, state0, with a nonzero ∂final), both
 forms, F = 1 and 3, lengths that leave the last chunk partial or are shorter than one chunk, and L = 0;
 each for both schedules over time (sequential, chunked), which are also tied to each other, and the choice
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairseq_focus.ops.selective_iir import FORMS, tv_iir_filter_ref
+from fairseq_focus.ops.tv_iir import FORMS, tv_iir_filter_ref
 from fairseq_focus.ops.theta import theta_from_logits
 
 # Choosing the interpreter. TRITON_INTERPRET must be set before triton is imported, and stay set: it is
@@ -33,7 +33,7 @@ else:
 if HERE:
     os.environ["TRITON_INTERPRET"] = "1"  # before the import below
 triton = pytest.importorskip("triton")
-from fairseq_focus.ops import selective_triton as st  # noqa: E402  (after the interpreter is chosen)
+from fairseq_focus.ops.tv_iir import triton as st  # noqa: E402  (after the interpreter is chosen)
 
 
 @pytest.fixture(autouse=True)

@@ -229,7 +229,7 @@ def validate(cfg: FocusStackConfig) -> None:
     if cfg.focus_filter == "selective" and cfg.iir_mode != "carry":
         raise ValueError(f"--focus-filter selective changes Θ at every token through the carried recursion; it needs "
                          f"--iir-mode carry, got {cfg.iir_mode!r}")
-    from ..ops.selective_iir import FORMS
+    from ..ops.tv_iir import FORMS
     if cfg.selective_form not in FORMS:
         raise ValueError(f"--selective-form must be one of {FORMS}, got {cfg.selective_form!r}")
     if cfg.selective_rank < 1:

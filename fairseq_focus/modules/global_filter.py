@@ -44,7 +44,7 @@ from ..ops.ema import ema_filter, ema_filter_stream
 from ..ops.iir import iir_filter, iir_filter_bins, iir_filter_lti, iir_filter_segment
 from ..ops.precision import compute_dtype, no_autocast
 from ..ops.segments import blocks_touched
-from ..ops.selective_iir import tv_iir_filter, tv_iir_stream
+from ..ops.tv_iir import tv_iir_filter, tv_iir_stream
 from ..ops.theta import theta_from_logits
 from .hypernetwork import HyperEncoder, LocalHyperMLP, Ring, initial_logits
 from .product_filter import ProductFilter, SumFilter

@@ -185,7 +185,7 @@ def measure(name: str, length: int, args) -> Dict:
 def scan_schedule() -> Dict:
     """{"scan_schedule": {"fwd": …, "bwd": …}}: the schedules over time the Triton scan ran last in this process
     (ops/selective_triton.py; $FOCUS_SCAN_SCHEDULE forces one), or {} where it did not run."""
-    triton_scan = sys.modules.get("fairseq_focus.ops.selective_triton")
+    triton_scan = sys.modules.get("fairseq_focus.ops.tv_iir.triton")
     ran = getattr(triton_scan, "last_schedule", None)
     return {"scan_schedule": dict(ran)} if ran else {}
 
