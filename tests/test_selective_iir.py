@@ -58,7 +58,7 @@ def oracle(x, theta, gain, state, form):
 
 
 def test_the_compiled_cpu_kernel_is_built_and_taken():
-    """`make setup` builds csrc/selective_scan_cpu.cpp (setup.py): without it every test here would tie the
+    """`make setup` builds ops/tv_iir/scan_cpu.cpp (setup.py): without it every test here would tie the
     scan to itself, and users would get the slow path."""
     from fairseq_focus.ops.tv_iir import function
     assert function._selective_cpu is not None, "fairseq_focus._selective_cpu was not built (setup.py build_ext)"
@@ -81,7 +81,7 @@ def test_fast_paths_equal_oracle_and_loop_twin(size, chunk, form, impl):
 @pytest.mark.parametrize("form", FORMS)
 def test_constant_theta_is_the_static_all_pole_filter(form):
     """With the same Θ at every sample, g = 1 and a zero start, both forms are the static head's filter
-    1 / A(z): ops/iir.py's carry recursion, and scipy's lfilter (F = 2 filters summed)."""
+    1 / A(z): ops/iir's carry recursion, and scipy's lfilter (F = 2 filters summed)."""
     import scipy.signal
     from fairseq_focus.ops.iir import iir_filter
     x, theta, _, _ = inputs((2, 3, 2, 40), seed=5)
