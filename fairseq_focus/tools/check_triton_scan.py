@@ -108,7 +108,10 @@ def check(device: torch.device, repeats: int) -> Dict:
         rows = [row for schedule in SCHEDULES for dtype in DTYPES for row in compare(device, dtype, schedule)]
         timings = [time_schedule(device, schedule, repeats) for schedule in SCHEDULES]
     finally:
-        os.environ.pop(SCHEDULE_ENV, None) if before is None else os.environ.__setitem__(SCHEDULE_ENV, before)
+        if before is None:
+            os.environ.pop(SCHEDULE_ENV, None)
+        else:
+            os.environ[SCHEDULE_ENV] = before
     failures = [f"{r['schedule']} {r['dtype']} {r['tensor']}: {r['relative_error']:.3g} > {r['tolerance']}"
                 for r in rows if not r["ok"]]
     ratio = timings[0]["seconds_median"] / timings[1]["seconds_median"]
