@@ -4,6 +4,10 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
+# The compiled IIR kernel (fairseq_focus._selective_cpu, setup.py) is rebuilt whenever its C++ source changes; its
+# stamp lives in this checkout's build/ (the venv may be shared between checkouts).
+KERNEL_SRC := $(wildcard fairseq_focus/ops/*/*.cpp)
+KERNEL_STAMP := build/.kernel-built
 # requirements/pins.txt: the deliberate pins (torch, fairseq-fixed, numpy<2 and why);
 # requirements/lock.txt: every package `make setup` installs, exact versions (`make lock` rewrites it).
 PINS := requirements/pins.txt
@@ -12,7 +16,7 @@ LOCK_VENV := .venv-lock
 
 .PHONY: setup lock test test-fast demo bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNEL_STAMP)
 
 # install_into(venv, constraints file): every pip call runs under the constraints. Order matters:
 # torch first (with the CPU wheel at hand, a looser spec downloads a CUDA build), then fairseq's
@@ -32,6 +36,10 @@ $(STAMP): setup.py $(LOCK)
 	$(call install_into,$(VENV),$(LOCK))
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 	touch $(STAMP)
+
+$(KERNEL_STAMP): $(STAMP) setup.py $(KERNEL_SRC)
+	$(BIN)/python setup.py -q build_ext --inplace
+	mkdir -p $(dir $@) && touch $@
 
 # Resolve the newest versions allowed by $(PINS) in a scratch venv and write them to $(LOCK).
 # The local label (+cpu) is dropped so the lock also accepts the CUDA wheel of the same torch.
@@ -55,4 +63,4 @@ bench: setup
 	$(BIN)/python -m fairseq_focus.tools.bench
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info fairseq_focus/*.so

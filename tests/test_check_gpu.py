@@ -36,8 +36,9 @@ def smoke(tmp_path_factory):
 
 @pytest.mark.slow
 def test_smoke_run_passes_with_a_clean_stderr(smoke):
-    proc, result, _ = smoke
+    proc, result, out = smoke
     assert proc.stderr == "" and result["ok"] and result["failures"] == []
+    assert json.loads((out / "triton_scan.json").read_text())["status"] == "skipped"  # no CUDA here
     assert result["settings"]["smoke"] and result["settings"]["tiny"] and result["node"]["torch"]
 
 
@@ -196,3 +197,31 @@ def test_a_non_finite_or_rising_loss_or_a_crash_fails_the_run():
     assert "did not fall" in judge_run(parse_train_log(FP16_LOG.replace("LAST", "8.1")), 0)
     assert judge_run(parse_train_log(FP16_LOG.replace("LAST", "5.2")), 1) == "fairseq-train exited 1"
     assert "only 0 logged" in judge_run(parse_train_log(""), 0)
+
+
+def test_the_triton_scan_step_is_skipped_without_cuda(tmp_path):
+    """check_gpu.sh's first step (tools/check_triton_scan.py): without CUDA it says why, writes "skipped", exit 0,
+    no error (the smoke run above runs it through the script)."""
+    import sys
+    out = tmp_path / "sub" / "triton_scan.json"
+    proc = run([sys.executable, "-m", "fairseq_focus.tools.check_triton_scan", "--out", str(out)], env=CPU,
+               check=False)
+    assert proc.returncode == 0 and "error" not in proc.stderr, proc.stderr  # (fairseq's import logs go to stderr)
+    assert json.loads(out.read_text())["status"] == "skipped" and "no CUDA device" in proc.stdout
+
+
+def test_the_triton_scan_comparison_holds_on_the_cpu_kernel(monkeypatch):
+    """The step's comparison, run here on the compiled CPU kernel (the same arithmetic as the Triton kernels) at a
+    small size: every tensor within the step's tolerances, and a wrong op fails it."""
+    import torch
+    from fairseq_focus.ops.tv_iir import function, tv_iir_filter
+    from fairseq_focus.tools import check_triton_scan as step
+    if function._selective_cpu is None:
+        pytest.skip("fairseq_focus._selective_cpu is not built")
+    monkeypatch.setattr(step, "CHECK_SIZE", (1, 70, 2, 100))
+    monkeypatch.setenv(step.SCHEDULE_ENV, "auto")
+    for dtype in step.DTYPES:
+        rows = step.compare(torch.device("cpu"), dtype, "sequential")
+        assert [r["tensor"] for r in rows] == list(step.TENSORS) and all(r["ok"] for r in rows), rows
+    monkeypatch.setattr(step, "tv_iir_filter", lambda *a, **kw: [1.01 * t for t in tv_iir_filter(*a, **kw)])
+    assert not any(r["ok"] for r in step.compare(torch.device("cpu"), "fp32", "sequential")[:2])

@@ -1,4 +1,4 @@
-"""ops/iir.py against independent oracles (scipy.signal.lfilter, a direct numpy evaluation of
+"""ops/iir against independent oracles (scipy.signal.lfilter, a direct numpy evaluation of
 eq. 4-8), against its loop reference twin (values, final state, gradients), and for stability; the
 closed-form impulse response against the companion powers and lfilter over the whole stability
 triangle up to L 16384, and the time-invariant carry path (iir_filter_lti) against carry mode."""

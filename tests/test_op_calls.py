@@ -7,7 +7,7 @@ scan the fused kernel replaced), so the bound can fail."""
 import pytest
 import torch
 
-from fairseq_focus.ops import selective_fused
+from fairseq_focus.ops.tv_iir import function as tv_iir_function
 from fairseq_focus.tools.op_calls import count_calls, layer_calls
 
 BOUND = 560  # 2 × mega-ema's 279 at D 64 (tools/op_calls.py), rounded as in the issue
@@ -26,7 +26,7 @@ def test_layer_calls_are_fixed_and_within_twice_the_ema_block(name):
 def test_the_counter_sees_calls_that_grow_with_length(monkeypatch):
     """Without the fused kernel the selective layer takes the chunked scan: the count grows with L (and is
     far over the bound), so the assertion above is not vacuous."""
-    monkeypatch.setattr(selective_fused, "_selective_cpu", None)
+    monkeypatch.setattr(tv_iir_function, "_selective_cpu", None)
     counts = [layer_calls("focus-selective-carry", length)[1] for length in LENGTHS]
     assert counts[1] > counts[0] > BOUND
 

@@ -1,4 +1,4 @@
-"""ops/selective_iir.py (the per-token order-2 IIR of --focus-filter selective) against scipy's
+"""ops/tv_iir (the per-token order-2 IIR of --focus-filter selective) against scipy's
 time-varying oracle, its loop twin (values, final state, gradients), streaming, stability under
 autocast; and the SelectiveIIRFilter / adaptive-residual modules: they start as the static filter,
 their input part moves Θ per token, and no output depends on a later input."""
@@ -9,14 +9,13 @@ import torch
 from fairseq_focus.modules.config import FocusStackConfig
 from fairseq_focus.modules.focus_stack import FocusStack
 from fairseq_focus.modules.global_filter import SelectiveIIRFilter, StaticIIRFilter
-from fairseq_focus.ops.selective_fused import kernel_for
-from fairseq_focus.ops.selective_iir import (FORMS, lattice_coefficients, tv_iir_filter, tv_iir_filter_ref,
-                                             tv_iir_filter_scan, tv_iir_stream)
+from fairseq_focus.ops.tv_iir import (FORMS, kernel_for, lattice_coefficients, tv_iir_filter, tv_iir_filter_ref,
+                                      tv_iir_filter_scan, tv_iir_stream)
 from fairseq_focus.ops.theta import MAX_RADIUS, poles, theta_from_logits
 from helpers import stir
 
 SIZES = [(1, 1, 1, 1), (2, 3, 2, 37), (1, 2, 1, 64), (3, 4, 3, 100)]  # B, D, F, L
-# the two fast paths: tv_iir_filter takes the fused kernel (ops/selective_fused.py) on this CPU, the chunked
+# the two fast paths: tv_iir_filter takes the fused kernel (ops/tv_iir/function.py) on this CPU, the chunked
 # torch scan is its second twin; both are tied to the numpy oracle and to the loop twin below
 FAST = {"fused": tv_iir_filter, "scan": tv_iir_filter_scan}
 
@@ -59,11 +58,11 @@ def oracle(x, theta, gain, state, form):
 
 
 def test_the_compiled_cpu_kernel_is_built_and_taken():
-    """`make setup` builds csrc/selective_scan_cpu.cpp (setup.py): without it every test here would tie the
+    """`make setup` builds ops/tv_iir/scan_cpu.cpp (setup.py): without it every test here would tie the
     scan to itself, and users would get the slow path."""
-    from fairseq_focus.ops import selective_fused
-    assert selective_fused._selective_cpu is not None, "fairseq_focus._selective_cpu was not built (pip install -e .)"
-    assert kernel_for(torch.device("cpu")) is selective_fused._selective_cpu
+    from fairseq_focus.ops.tv_iir import function
+    assert function._selective_cpu is not None, "fairseq_focus._selective_cpu was not built (setup.py build_ext)"
+    assert kernel_for(torch.device("cpu")) is function._selective_cpu
 
 
 @pytest.mark.parametrize("impl", FAST)
@@ -82,7 +81,7 @@ def test_fast_paths_equal_oracle_and_loop_twin(size, chunk, form, impl):
 @pytest.mark.parametrize("form", FORMS)
 def test_constant_theta_is_the_static_all_pole_filter(form):
     """With the same Θ at every sample, g = 1 and a zero start, both forms are the static head's filter
-    1 / A(z): ops/iir.py's carry recursion, and scipy's lfilter (F = 2 filters summed)."""
+    1 / A(z): ops/iir's carry recursion, and scipy's lfilter (F = 2 filters summed)."""
     import scipy.signal
     from fairseq_focus.ops.iir import iir_filter
     x, theta, _, _ = inputs((2, 3, 2, 40), seed=5)

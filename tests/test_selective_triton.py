@@ -1,9 +1,11 @@
-"""ops/selective_triton.py (the Triton kernels of the fused per-token IIR scan), run on CPU by Triton's
-interpreter, against ops/selective_iir.py's loop twin tv_iir_filter_ref: values, final state, the
+"""ops/tv_iir/triton.py (the Triton kernels of the fused per-token IIR scan), run on CPU by Triton's
+interpreter, against ops/tv_iir's loop twin tv_iir_filter_ref: values, final state, the
 checkpoints, and the gradients of the twin's torch autograd (θ, u, state0, with a nonzero ∂final), both
 forms, F = 1 and 3, lengths that leave the last chunk partial or are shorter than one chunk, and L = 0;
 each for both schedules over time (sequential, chunked), which are also tied to each other, and the choice
-between them (auto threshold, keyword, $FOCUS_SCAN_SCHEDULE, the record). Skipped without triton."""
+between them (auto threshold, keyword, $FOCUS_SCAN_SCHEDULE, the record); three channel blocks (D = 130), Θ per bin
+(bin_size) against Θ repeated per step, and fp32 near the unit circle. Skipped without triton."""
+import math
 import os
 import re
 import subprocess
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairseq_focus.ops.selective_iir import FORMS, tv_iir_filter_ref
+from fairseq_focus.ops.tv_iir import FORMS, tv_iir_filter_ref
 from fairseq_focus.ops.theta import theta_from_logits
 
 # Choosing the interpreter. TRITON_INTERPRET must be set before triton is imported, and stay set: it is
@@ -33,7 +35,7 @@ else:
 if HERE:
     os.environ["TRITON_INTERPRET"] = "1"  # before the import below
 triton = pytest.importorskip("triton")
-from fairseq_focus.ops import selective_triton as st  # noqa: E402  (after the interpreter is chosen)
+from fairseq_focus.ops.tv_iir import triton as st  # noqa: E402  (after the interpreter is chosen)
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +205,62 @@ def test_the_schedule_is_chosen_by_length_keyword_or_environment(monkeypatch):
     monkeypatch.delenv(st.SCHEDULE_ENV)
     st.fwd(theta, u, state0, True, 2)  # L = 3 ≤ 2 · 2: sequential
     assert st.last_schedule["fwd"] == "sequential"
+
+
+@pytest.mark.parametrize("schedule", st.SCHEDULES)
+@pytest.mark.parametrize("form", FORMS)
+def test_three_channel_blocks_match_the_loop_twin(form, schedule):
+    """D = 130, F = 1 at MAX_LANES 64: programs of 64, 64 and 2 channels (the last one masked); L = 11 in chunks of 4."""
+    theta, u, state0, dy, dfinal = inputs(1, 11, 130, 1, form, seed=130)
+    lattice = form == "lattice"
+    y, final, ckpt = st.fwd(theta, u, state0, lattice, 4, schedule=schedule)
+    y_ref, final_ref, grads_ref = reference(theta, u, state0, dy, dfinal, form)
+    close(y, y_ref)
+    close(final, final_ref)
+    for got, want in zip(st.bwd(theta, u, ckpt, dy, dfinal, lattice, 4, schedule=schedule), grads_ref):
+        close(got, want)
+
+
+@pytest.mark.parametrize("schedule", st.SCHEDULES)
+@pytest.mark.parametrize("bin_size, nbins, chunk", [(3, 4, 5), (4, 2, 2)])
+def test_theta_per_bin_equals_theta_repeated_at_every_sample(schedule, bin_size, nbins, chunk):
+    """The per-bin heads' carry mode: Θ (B, NB, D, F, 2) read at row t // R, ∂Θ summed over each bin; chunks that
+    straddle bins (chunk 5, bins of 3) and bins that straddle chunks (chunk 2, bins of 4)."""
+    theta, _, state0, dy, dfinal = inputs(2, nbins, 3, 2, "companion", seed=bin_size)
+    u, dy = (torch.randn(2, nbins * bin_size, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+             for s in (1, 2))
+    per_bin = st.fwd(theta, u, state0, False, chunk, bin_size, schedule=schedule)
+    repeated_theta = theta.repeat_interleave(bin_size, 1).contiguous()
+    repeated = st.fwd(repeated_theta, u, state0, False, chunk, schedule=schedule)
+    for got, want in zip(per_bin, repeated):  # y, final, ckpt
+        close(got, want, rtol=1e-12)
+    dtheta, du, dstate0 = st.bwd(theta, u, per_bin[2], dy, dfinal, False, chunk, bin_size, schedule=schedule)
+    dtheta_rep, du_rep, dstate0_rep = st.bwd(repeated_theta, u, repeated[2], dy, dfinal, False, chunk,
+                                             schedule=schedule)
+    close(dtheta, dtheta_rep.view(2, nbins, bin_size, 3, 2, 2).sum(2), rtol=1e-11)
+    close(du, du_rep, rtol=1e-12)
+    close(dstate0, dstate0_rep, rtol=1e-12)
+
+
+# Measured (this draw: pole radius up to 0.9995, |k1| up to 0.9995, L 64, chunk 8): the fp32 kernels against the fp64
+# twin on the same fp32-rounded inputs, max error / max|reference| over y, final and the three gradients: lattice
+# 2.5e-5 (∂u; ∂θ 1.5e-5), companion 4.1e-7, either schedule. Tolerances ~10×.
+NEAR_UNIT_TOL = {"lattice": 2.5e-4, "companion": 5e-6}
+
+
+@pytest.mark.parametrize("schedule", st.SCHEDULES)
+@pytest.mark.parametrize("form", FORMS)
+def test_float32_near_the_unit_circle_within_its_rounding(form, schedule):
+    g = torch.Generator().manual_seed(11)
+    logits = 0.1 * torch.randn(2, 64, 5, 2, 2, generator=g, dtype=torch.float64)
+    sign = torch.where(torch.rand(2, 1, 5, 2, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    logits[..., 0] += sign * math.atanh(0.999)  # |k1| ≈ 0.999: c1 ≈ 0.045, 1/c1³ ≈ 1e4 in ∂θ
+    theta = theta_from_logits(logits, "stable").float()
+    u, state0, dy, dfinal = (torch.randn(*s, generator=g).float() for s in ((2, 64, 5), (2, 5, 2, 2), (2, 64, 5),
+                                                                              (2, 5, 2, 2)))
+    y, final, ckpt = st.fwd(theta, u, state0, form == "lattice", 8, schedule=schedule)
+    grads = st.bwd(theta, u, ckpt, dy, dfinal, form == "lattice", 8, schedule=schedule)
+    y_ref, final_ref, grads_ref = reference(*(t.double() for t in (theta, u, state0, dy, dfinal)), form)
+    for got, want in zip([y, final, *grads], [y_ref, final_ref, *grads_ref]):
+        assert got.dtype == torch.float32
+        close(got.double(), want, rtol=NEAR_UNIT_TOL[form])

@@ -1,5 +1,5 @@
 """ops/theta.py: the maps from logits to Θ (coverage, inverse, gradients, fp32 under autocast), and
-ops/iir.py run on the poles the new map reaches (radius 0.999) against scipy and the loop twin."""
+ops/iir run on the poles the new map reaches (radius 0.999) against scipy and the loop twin."""
 import math
 
 import numpy as np

@@ -14,7 +14,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from ..modules.config import (FILTER_INPUTS, FILTERS, GLOBAL_ATTENTION_DECAYS, GLOBAL_ATTENTIONS, REL_POS_BIASES,
                               THETA_INITS, WIRINGS, FocusStackConfig)
 from ..ops.iir import MODES
-from ..ops.selective_iir import FORMS
+from ..ops.tv_iir import FORMS
 from ..ops.theta import PARAMS
 
 

@@ -78,7 +78,7 @@ class FocusStackConfig:
     )
     selective_form: str = field(
         default="lattice",
-        metadata={"help": "how --focus-filter selective realises its per-token filter (ops/selective_iir.py): lattice "
+        metadata={"help": "how --focus-filter selective realises its per-token filter (ops/tv_iir/): lattice "
                           "(normalized lattice, stable under any change of Θ from token to token; the frozen-time "
                           "filter is the same all-pole 1/A(z)) or companion (the direct form of eq. 32, whose "
                           "products of per-token matrices can grow)"},
@@ -224,7 +224,7 @@ def _check_choice(flag: str, value: str, allowed) -> None:
 def _check_choices(cfg: FocusStackConfig) -> None:
     """Every option that names one of a fixed set of choices."""
     from ..ops.iir import MODES
-    from ..ops.selective_iir import FORMS
+    from ..ops.tv_iir import FORMS
     from ..ops.theta import PARAMS
     for flag, value, allowed in (("focus-filter", cfg.focus_filter, FILTERS), ("iir-mode", cfg.iir_mode, MODES),
                                  ("filter-input", cfg.filter_input, FILTER_INPUTS),

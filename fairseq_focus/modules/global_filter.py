@@ -5,11 +5,11 @@
   output, whose last layer starts at zero (the filter starts as the static one).
 * :class:`SelectiveIIRFilter` (beyond the paper): Θ and an input gain per token and channel, learned
   per-channel logits plus a low-rank projection of the current input that starts at zero —
-  selection as in Mamba (Gu & Dao 2023), on an order-2 filter (``ops/selective_iir.py``).
+  selection as in Mamba (Gu & Dao 2023), on an order-2 filter (``ops/tv_iir/``).
 * :class:`StaticIIRFilter` (Focus-H, the paper's ablation): Θ from learned logits (eq. 5's sigmoid,
   or the stable map), the same for every bin and input. In ``carry`` mode that is one time-invariant
   filter over the whole sequence, so its parallel forward is one causal FFT convolution with the
-  impulse response (``ops/iir.py`` ``iir_filter_lti``); the per-bin path stays as its twin.
+  impulse response (``ops/iir/`` ``iir_filter_lti``); the per-bin path stays as its twin.
 
 Both IIR filters map logits to Θ through ``ops/theta.py`` (``--theta-param paper|stable``), in fp32
 with autocast off.
@@ -44,7 +44,7 @@ from ..ops.ema import ema_filter, ema_filter_stream
 from ..ops.iir import iir_filter, iir_filter_bins, iir_filter_lti, iir_filter_segment
 from ..ops.precision import compute_dtype, no_autocast
 from ..ops.segments import blocks_touched
-from ..ops.selective_iir import tv_iir_filter, tv_iir_stream
+from ..ops.tv_iir import tv_iir_filter, tv_iir_stream
 from ..ops.theta import theta_from_logits
 from .hypernetwork import HyperEncoder, LocalHyperMLP, Ring, initial_logits
 from .mimo_filter import ConvFilter, MIMOIIRFilter
@@ -53,7 +53,7 @@ from .streaming import IncrementalState, StreamingModule
 
 
 class IIRFilter(StreamingModule):
-    """Order-2 IIR filter banks with per-bin Θ (ops/iir.py); subclasses define Θ."""
+    """Order-2 IIR filter banks with per-bin Θ (ops/iir/); subclasses define Θ."""
 
     def __init__(self, mode: str, bin_size: Optional[int]):
         super().__init__()
@@ -139,7 +139,7 @@ class StaticIIRFilter(IIRFilter):
         return iir_filter_lti(x.transpose(1, 2), theta).transpose(1, 2)  # op on (B, D, L)
 
     def forward_bins(self, x: Tensor, e: Optional[Tensor]) -> Tensor:
-        """The per-bin path (``ops/iir.py`` ``iir_filter_bins``): Θ per bin, the state carried by a scan over bins."""
+        """The per-bin path (``ops/iir/`` ``iir_filter_bins``): Θ per bin, the state carried by a scan over bins."""
         return iir_filter_bins(x.transpose(1, 2), self.theta(x, e), self.mode).transpose(1, 2)  # op on (B, D, L)
 
 
@@ -153,7 +153,7 @@ class SelectiveIIRFilter(IIRFilter):
     at zero, so the filter starts as the static one with unit gain and learns how far to move with
     the input. Θ[t] depends on x[t] (not on later samples), so the output stays causal. The map and
     the gain run in fp32 with autocast off (``ops/theta.py``). ``form``: the realisation of the per-token
-    filter, ``lattice`` (stable under any time variation) or ``companion`` (``ops/selective_iir.py``).
+    filter, ``lattice`` (stable under any time variation) or ``companion`` (``ops/tv_iir/``).
     """
 
     takes_control = True  # a ProductFilter hands it the block input as ``control`` (what selects), kv as x

@@ -1,6 +1,6 @@
 """The map from unconstrained outputs (logits) to IIR coefficients Θ = (θ0, θ1), always in fp32.
 
-Every filter of ``ops/iir.py`` runs the recursion (paper eq. 5 / 32)
+Every filter of ``ops/iir`` and ``ops/tv_iir`` runs the recursion (paper eq. 5 / 32)
 
     y[t] = x[t] − θ0·y[t−1] − θ1·y[t−2],    H(z) = 1 / (1 + θ0 z⁻¹ + θ1 z⁻²),
 

@@ -28,7 +28,7 @@ models), so the saving is measured in the same run:
 (One layer alone gains nothing from checkpointing: backward recomputes that very layer's activations.)
 ``--autocast-bf16`` runs every forward under ``torch.autocast(bfloat16)`` (the model flag's rule; default
 fp32). Writes ``bench.json`` and ``bench.png``. On CUDA, $FOCUS_SCAN_SCHEDULE=sequential|chunked|auto forces the
-Triton scan's schedule over time (ops/selective_triton.py), and a layer row records the one that ran
+Triton scan's schedule over time (ops/tv_iir/triton.py), and a layer row records the one that ran
 (``scan_schedule``): run once with each to set the threshold.
 """
 import argparse
@@ -124,8 +124,8 @@ def measure(name: str, length: int, args) -> Dict:
 
 def scan_schedule() -> Dict:
     """{"scan_schedule": {"fwd": …, "bwd": …}}: the schedules over time the Triton scan ran last in this process
-    (ops/selective_triton.py; $FOCUS_SCAN_SCHEDULE forces one), or {} where it did not run."""
-    triton_scan = sys.modules.get("fairseq_focus.ops.selective_triton")
+    (ops/tv_iir/triton.py; $FOCUS_SCAN_SCHEDULE forces one), or {} where it did not run."""
+    triton_scan = sys.modules.get("fairseq_focus.ops.tv_iir.triton")
     ran = getattr(triton_scan, "last_schedule", None)
     return {"scan_schedule": dict(ran)} if ran else {}
 

@@ -39,7 +39,7 @@ def frequency_response(theta: Tensor, freqs: np.ndarray) -> np.ndarray:
 
 
 def impulse_response(theta: Tensor, taps: int) -> np.ndarray:
-    """h[n] = Σ_f (A_fⁿ)₀₀ for n < taps (ops/iir.py companion matrices): (..., F, 2) -> (..., taps)."""
+    """h[n] = Σ_f (A_fⁿ)₀₀ for n < taps (ops/iir/ companion matrices): (..., F, 2) -> (..., taps)."""
     return companion_rows(theta.double().cpu(), taps)[..., 0].sum(dim=-2).numpy()
 
 

@@ -75,7 +75,7 @@ DEVICE_ARGS=()
 case "$PRECISION" in
     fp32) ;;
     # fairseq's --amp: torch.cuda.amp autocast (fp16) with fp32 weights and dynamic loss scaling;
-    # the IIR filter and the FFT convolution run in fp32 inside autocast (ops/iir.py, ops/long_conv.py).
+    # the IIR filter and the FFT convolution run in fp32 inside autocast (ops/iir/, ops/long_conv.py).
     fp16) DEVICE_ARGS+=(--amp) ;;
     # fairseq 0.12's --bf16 turns on --tpu (fairseq/options.py: "if args.bf16: args.tpu = True"), so
     # bf16 is the model's own option: its forward runs under torch.autocast(bfloat16), fp32 weights,
