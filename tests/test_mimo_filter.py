@@ -63,9 +63,9 @@ def test_the_loop_reference_sees_the_rotation():
     assert (loop_reference(f, x) - before).abs().max() > 1e-2
 
 
-def tiny(filt: str, conv: int, wiring="paper", seed=0) -> FocusDecoder:
+def tiny(filt: str, conv: int, wiring="paper", ffn=24, seed=0) -> FocusDecoder:
     torch.manual_seed(seed)
-    cfg = FocusLMConfig(decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=24,
+    cfg = FocusLMConfig(decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=ffn,
                         decoder_z_dim=8, chunk_size=12, focus_filter=filt, iir_mode="carry", theta_param="stable",
                         max_target_positions=4096, dropout=0.0, mimo_state=4, mimo_head_dim=8, filter_conv=conv,
                         block_wiring=wiring, rel_pos_bias="rotary" if wiring == "mega" else "simple")
@@ -74,24 +74,26 @@ def tiny(filt: str, conv: int, wiring="paper", seed=0) -> FocusDecoder:
     return decoder.double().eval()
 
 
-CASES = [("mimo", 0, "paper"), ("mimo", 2, "mega"), ("selective", 4, "paper"), ("ema", 3, "mega")]
+# (filter, conv, wiring, FFN width); FFN 0 = blocks without an FFN (--decoder-ffn-embed-dim 0)
+CASES = [("mimo", 0, "paper", 24), ("mimo", 2, "mega", 24), ("selective", 4, "paper", 24), ("ema", 3, "mega", 24),
+         ("selective", 0, "paper", 0)]
 
 
 def _lp(decoder, tokens, **kw):
     return decoder(tokens, **kw)[0].log_softmax(-1)
 
 
-@pytest.mark.parametrize("filt,conv,wiring", CASES)
-def test_causal_by_perturbation(filt, conv, wiring):
-    decoder = tiny(filt, conv, wiring)
+@pytest.mark.parametrize("filt,conv,wiring,ffn", CASES)
+def test_causal_by_perturbation(filt, conv, wiring, ffn):
+    decoder = tiny(filt, conv, wiring, ffn)
     tokens = torch.randint(VOCAB.start, VOCAB.stop, (2, 40), generator=torch.Generator().manual_seed(1))
     for t in (0, 11, 12, 30):
         assert_causal(lambda x: _lp(decoder, x), tokens, t, VOCAB)
 
 
-@pytest.mark.parametrize("filt,conv,wiring", CASES)
-def test_streaming_segments_steps_and_beam_equal_parallel(filt, conv, wiring):
-    decoder = tiny(filt, conv, wiring)
+@pytest.mark.parametrize("filt,conv,wiring,ffn", CASES)
+def test_streaming_segments_steps_and_beam_equal_parallel(filt, conv, wiring, ffn):
+    decoder = tiny(filt, conv, wiring, ffn)
     length = 61
     tokens = torch.randint(VOCAB.start, VOCAB.stop, (3, length), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -109,9 +111,9 @@ def test_streaming_segments_steps_and_beam_equal_parallel(filt, conv, wiring):
     torch.testing.assert_close(nxt, _lp(decoder, tokens[order, :21])[:, -1:], rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("filt,conv,wiring", CASES)
-def test_every_parameter_gets_a_gradient(filt, conv, wiring):
-    decoder = tiny(filt, conv, wiring).train()
+@pytest.mark.parametrize("filt,conv,wiring,ffn", CASES)
+def test_every_parameter_gets_a_gradient(filt, conv, wiring, ffn):
+    decoder = tiny(filt, conv, wiring, ffn).train()
     tokens = torch.randint(VOCAB.start, VOCAB.stop, (2, 30))
     logits, _ = decoder(tokens)
     F.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
@@ -123,3 +125,9 @@ def test_bad_sizes_are_refused_with_a_reason():
     cfg = replace(FocusLMConfig(), focus_filter="mimo", decoder_embed_dim=16, mimo_head_dim=6)
     with pytest.raises(ValueError, match="mimo-head-dim"):
         FocusDecoder(cfg, DICT)
+
+
+def test_ffn_width_0_builds_blocks_without_an_ffn():
+    decoder = tiny("selective", 0, ffn=0)
+    assert not [n for n, _ in decoder.named_parameters() if ".ffn." in n]
+    assert [n for n, _ in tiny("selective", 0).named_parameters() if ".ffn." in n]
