@@ -280,14 +280,15 @@ def test_module_init():
 
 # ---- the option in the model -------------------------------------------------------------------------
 
-def tiny_decoder(wiring="paper", decay="none", kind="based", seed=0) -> FocusDecoder:
+def tiny_decoder(wiring="paper", decay="none", kind="based", seed=0, **extra) -> FocusDecoder:
     torch.manual_seed(seed)
-    cfg = FocusLMConfig(decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=24,
-                        decoder_z_dim=8, bin_size=8, oversampling=4, chunk_size=12, hyper_kernel_size=20,
-                        focus_filter="static", iir_mode="carry", max_target_positions=4096, dropout=0.1,
-                        block_wiring=wiring, rel_pos_bias="rotary" if wiring == "mega" else "simple",
-                        global_attention=kind, global_attention_heads=2, global_attention_feature_dim=3,
-                        global_attention_decay=decay)
+    cfg = FocusLMConfig(**{**dict(
+        decoder_layers=2, decoder_embed_dim=16, decoder_hidden_dim=16, decoder_ffn_embed_dim=24,
+        decoder_z_dim=8, bin_size=8, oversampling=4, chunk_size=12, hyper_kernel_size=20,
+        focus_filter="static", iir_mode="carry", max_target_positions=4096, dropout=0.1,
+        block_wiring=wiring, rel_pos_bias="rotary" if wiring == "mega" else "simple",
+        global_attention=kind, global_attention_heads=2, global_attention_feature_dim=3,
+        global_attention_decay=decay), **extra})
     return FocusDecoder(cfg, byte_dictionary()).double().eval()
 
 
@@ -327,6 +328,25 @@ def test_the_model_check_sees_a_lost_global_state():
     assert (rest - parallel_lprobs(decoder, tokens)[:, 24:]).abs().max().item() > 1e-4
 
 
+BASED_ALONE = dict(focus_filter="none", chunk_size=1, global_attention_chunk=16)
+
+
+@pytest.mark.parametrize("kind", ["none", "based"])
+def test_based_alone_the_global_path_is_the_only_path_across_positions(kind):
+    """--chunk-size 1 --focus-filter none: each position attends to itself only, so a perturbed token reaches
+    later positions through --global-attention based (run in chunks of --global-attention-chunk) or not at all."""
+    decoder = tiny_decoder(kind=kind, **BASED_ALONE)
+    if kind == "based":
+        assert all(b.attn.global_attention.chunk == 16 for b in decoder.stack.blocks)
+    tokens = random_tokens(decoder, 2, 40)
+    changed = tokens.clone()
+    changed[:, 10] = (tokens[:, 10] + 1 - 4) % (len(decoder.dictionary) - 4) + 4
+    later = (parallel_lprobs(decoder, changed) - parallel_lprobs(decoder, tokens))[:, 11:].abs().max().item()
+    assert (later > 1e-6) == (kind == "based"), later
+    if kind == "based":
+        assert (step_lprobs(decoder, tokens, {}) - parallel_lprobs(decoder, tokens)).abs().max().item() < 1e-9
+
+
 def test_option_off_builds_the_model_as_before():
     off, on = tiny_decoder(kind="none"), tiny_decoder()
     assert all(b.attn.global_attention is None for b in off.stack.blocks)
@@ -360,6 +380,7 @@ def test_the_option_trains_under_cpu_bf16_autocast_with_the_op_in_fp32():
     ({"global_attention_heads": 3}, "must be positive and divide --decoder-hidden-dim"),
     ({"global_attention_feature_dim": 0}, "must be positive"),
     ({"global_attention_decay": "fast"}, "--global-attention-decay must be one of"),
+    ({"global_attention_chunk": -1}, "--global-attention-chunk must be 0"),
 ])
 def test_bad_settings_are_refused_in_one_line(change, match):
     cfg = FocusStackConfig(decoder_hidden_dim=16, **{"global_attention": "based", **change})

@@ -187,6 +187,12 @@ class FocusStackConfig:
         metadata={"help": "--global-attention based's memory: none: the plain sum over the whole past (Based); "
                           "learned: one decay γ = sigmoid(a) per head, started at 1 − 2^-(7+h) for head h"},
     )
+    global_attention_chunk: int = field(
+        default=0,
+        metadata={"help": "chunk length of --global-attention based's chunked form (0: --chunk-size); with "
+                          "--chunk-size 1 (each position attends to itself only) the global path is the block's "
+                          "only path across positions: Based alone, run at its own chunk length"},
+    )
 
 
 def upgrade_renamed(cfg, renamed: Dict[str, str] = RENAMED) -> None:
@@ -285,3 +291,6 @@ def _check_attention(cfg: FocusStackConfig) -> None:
     if getattr(cfg, "global_attention", "none") != "none":
         check_global_attention(cfg.global_attention, cfg.global_attention_heads, cfg.global_attention_feature_dim,
                                cfg.global_attention_conv, cfg.global_attention_decay, cfg.decoder_hidden_dim)
+    if getattr(cfg, "global_attention_chunk", 0) < 0:
+        raise ValueError(f"--global-attention-chunk must be 0 (the --chunk-size) or positive, "
+                         f"got {cfg.global_attention_chunk}")

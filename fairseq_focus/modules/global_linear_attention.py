@@ -36,7 +36,8 @@ state ("state", (B, H_g, P, E+1)); a single new token goes through the O(P·E) s
 through the chunked op continued from the state. Both follow beam reorders (:class:`StreamingModule`).
 
 Glossary: D model dim, H_g heads (``--global-attention-heads``), F = ``--global-attention-feature-dim``,
-P = 1 + F + F², E_v = H (block value dim), E = E_v / H_g, K = ``--global-attention-conv``, M chunk.
+P = 1 + F + F², E_v = H (block value dim), E = E_v / H_g, K = ``--global-attention-conv``, M chunk
+(``--global-attention-chunk``, default the attention's ``--chunk-size``).
 """
 import math
 from typing import Optional, Tuple
@@ -136,5 +137,5 @@ def build_global_attention(cfg) -> Optional[GlobalLinearAttention]:
     check_global_attention(kind, cfg.global_attention_heads, cfg.global_attention_feature_dim,
                            cfg.global_attention_conv, cfg.global_attention_decay, cfg.decoder_hidden_dim)
     return GlobalLinearAttention(cfg.decoder_embed_dim, cfg.decoder_hidden_dim, cfg.global_attention_heads,
-                                 cfg.global_attention_feature_dim, cfg.global_attention_conv, cfg.chunk_size,
-                                 cfg.global_attention_decay)
+                                 cfg.global_attention_feature_dim, cfg.global_attention_conv,
+                                 getattr(cfg, "global_attention_chunk", 0) or cfg.chunk_size, cfg.global_attention_decay)
