@@ -24,8 +24,8 @@ focus_lm (the focus_recall* archs)
 transformer_lm (focus_recall_transformer) and transformer_pp_lm
     kv_cache     2·L·D: every earlier key and value (``grows``).
 mamba2_lm, gated_deltanet_lm
-    Their config field names are not known in this checkout (the archs land on main later): the functions
-    below read the names listed in PEER_FIELDS and stop with a clear error naming what is missing.
+    The functions below read the config names listed in PEER_FIELDS (models/peer_lm.py's first; checked by
+    hand in tests/test_mqar.py) and stop with a clear error naming any that is missing.
     mamba2:  ssm = heads·headdim·N = expand·D·N; conv = (K − 1)·(expand·D + 2·N) (one group).
     gated deltanet: delta = heads·d_k·d_v; conv = (K − 1)·(heads·(2·d_k + d_v)).
 """
