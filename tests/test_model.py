@@ -149,7 +149,8 @@ def test_hypernetwork_theta_of_a_bin_depends_only_on_earlier_bins():
 
 def test_registered_names_resolve_to_our_classes():
     assert MODEL_REGISTRY["focus_lm"] is FocusLanguageModel
-    for arch in ["focus_lm", "focus_lm_paper", "focus_lm_adaptive", "focus_lm_static", "focus_lm_mega_small"] + [
+    for arch in ["focus_lm", "focus_lm_deep", "focus_lm_paper", "focus_lm_adaptive", "focus_lm_static",
+                 "focus_lm_mega_small"] + [
             f"focus_lm_{c}{s}" for c in ("enwik8", "text8") for s in ("", "_adaptive", "_static", "_ema", "_mega",
                                                                         "_mega_adaptive")]:
         assert ARCH_MODEL_REGISTRY[arch] is FocusLanguageModel, arch
@@ -198,6 +199,20 @@ def test_focus_lm_arch_is_the_recommended_model_and_focus_lm_paper_the_papers():
     ARCH_CONFIG_REGISTRY["focus_lm"](args)
     assert (args.focus_filter, args.iir_mode, args.theta_param) == ("selective", "carry", "stable")
     assert args.decoder_ffn_embed_dim == 512 and args.decoder_embed_dim == 128
+
+
+def test_focus_lm_deep_is_focus_lm_without_ffn_and_dropout_in_more_blocks_and_flags_still_win():
+    from argparse import Namespace
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+    deep, default = Namespace(), Namespace()
+    ARCH_CONFIG_REGISTRY["focus_lm_deep"](deep)
+    ARCH_CONFIG_REGISTRY["focus_lm"](default)
+    changed = {k for k in vars(default) if getattr(deep, k) != getattr(default, k)}
+    assert changed == {"decoder_layers", "decoder_ffn_embed_dim", "decoder_hidden_dim", "dropout"}, changed
+    assert (deep.decoder_layers, deep.decoder_ffn_embed_dim, deep.dropout) == (6, 0, 0.0)
+    mine = Namespace(decoder_layers=3, dropout=0.2)
+    ARCH_CONFIG_REGISTRY["focus_lm_deep"](mine)
+    assert (mine.decoder_layers, mine.dropout, mine.decoder_ffn_embed_dim) == (3, 0.2, 0)
     paper = Namespace()
     ARCH_CONFIG_REGISTRY["focus_lm_paper"](paper)
     assert (paper.focus_filter, paper.iir_mode, paper.theta_param, paper.block_wiring) == \

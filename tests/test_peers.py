@@ -182,12 +182,14 @@ def test_beam_reorder_selects_the_streams_state(data_dir, arch):
 
 
 def test_defaults_are_parameter_matched_to_focus_lm(data_dir):
-    """At the study's dictionary size (200 symbols) every peer's default is within ±5% of --arch focus_lm."""
+    """At the study's dictionary size (200 symbols) every peer's default, and focus_lm_deep, is within ±5% of
+    --arch focus_lm."""
     big = data_dir / "big"
     big.mkdir(exist_ok=True)
     (big / "dict.txt").write_text("".join(f"s{i} 1\n" for i in range(196)))  # + 4 specials = 200
-    count = {arch: sum(p.numel() for p in build(big, arch).parameters()) for arch in [*PEERS, "focus_lm"]}
-    for arch in PEERS:
+    matched = [*PEERS, "focus_lm_deep"]
+    count = {arch: sum(p.numel() for p in build(big, arch).parameters()) for arch in [*matched, "focus_lm"]}
+    for arch in matched:
         assert abs(count[arch] / count["focus_lm"] - 1) <= 0.05, count
 
 
