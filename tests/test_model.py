@@ -209,7 +209,7 @@ def test_focus_lm_deep_is_focus_lm_without_ffn_and_dropout_in_more_blocks_and_fl
     ARCH_CONFIG_REGISTRY["focus_lm"](default)
     changed = {k for k in vars(default) if getattr(deep, k) != getattr(default, k)}
     assert changed == {"decoder_layers", "decoder_ffn_embed_dim", "decoder_hidden_dim", "dropout"}, changed
-    assert (deep.decoder_layers, deep.decoder_ffn_embed_dim, deep.dropout) == (6, 0, 0.0)
+    assert (deep.decoder_layers, deep.decoder_ffn_embed_dim, deep.decoder_hidden_dim, deep.dropout) == (4, 0, 224, 0.0)
     mine = Namespace(decoder_layers=3, dropout=0.2)
     ARCH_CONFIG_REGISTRY["focus_lm_deep"](mine)
     assert (mine.decoder_layers, mine.dropout, mine.decoder_ffn_embed_dim) == (3, 0.2, 0)

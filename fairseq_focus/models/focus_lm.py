@@ -202,12 +202,12 @@ ARCH_CONFIG_REGISTRY["focus_lm"] = focus_lm_default
 # focus_lm's parameters spent on depth (docs/RESULTS.md §5, issue 30): blocks without the FFN (--decoder-ffn-embed-dim
 # 0; each block's FFN weights buy more blocks, H narrowed to stay at focus_lm's parameters) and no dropout (the
 # peers have none). The same head, block and kernels as focus_lm; only the sizes differ.
-DEEP = {"decoder_layers": 6, "decoder_ffn_embed_dim": 0, "decoder_hidden_dim": 104, "dropout": 0.0}
+DEEP = {"decoder_layers": 4, "decoder_ffn_embed_dim": 0, "decoder_hidden_dim": 224, "dropout": 0.0}
 
 
 @register_model_architecture("focus_lm", "focus_lm_deep")
 def focus_lm_deep(args) -> None:
-    """``--arch focus_lm_deep``: focus_lm's selective head and block, 6 blocks without FFN, no dropout."""
+    """``--arch focus_lm_deep``: focus_lm's selective head and block, 4 blocks without FFN (H 224), no dropout."""
     set_defaults(args, DEEP)
     _small_lm(args, "selective")
 register_model_architecture("focus_lm", "focus_lm_adaptive")(lambda args: _small_lm(args, "adaptive"))
