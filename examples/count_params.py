@@ -12,7 +12,8 @@ from pathlib import Path
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-ARCHS = ["focus_lm", "focus_lm_adaptive", "focus_lm_static", "focus_lm_mega_small", "focus_lm_paper"] + [
+ARCHS = ["focus_lm", "focus_lm_deep", "focus_lm_adaptive", "focus_lm_static", "focus_lm_mega_small",
+         "focus_lm_paper"] + [
     f"focus_lm_{corpus}{suffix}" for corpus in ("enwik8", "text8")
     for suffix in ("", "_adaptive", "_static", "_paper", "_static_paper", "_ema", "_mega", "_mega_adaptive")] + [
     "mamba2_lm", "gated_deltanet_lm", "transformer_pp_lm"]  # the peers (models/peer_lm.py) at their defaults
