@@ -201,15 +201,15 @@ def test_focus_lm_arch_is_the_recommended_model_and_focus_lm_paper_the_papers():
     assert args.decoder_ffn_embed_dim == 512 and args.decoder_embed_dim == 128
 
 
-def test_focus_lm_deep_is_focus_lm_without_ffn_and_dropout_in_more_blocks_and_flags_still_win():
+def test_focus_lm_deep_is_focus_lm_without_ffn_in_more_blocks_and_flags_still_win():
     from argparse import Namespace
     from fairseq.models import ARCH_CONFIG_REGISTRY
     deep, default = Namespace(), Namespace()
     ARCH_CONFIG_REGISTRY["focus_lm_deep"](deep)
     ARCH_CONFIG_REGISTRY["focus_lm"](default)
     changed = {k for k in vars(default) if getattr(deep, k) != getattr(default, k)}
-    assert changed == {"decoder_layers", "decoder_ffn_embed_dim", "decoder_hidden_dim", "dropout"}, changed
-    assert (deep.decoder_layers, deep.decoder_ffn_embed_dim, deep.decoder_hidden_dim, deep.dropout) == (4, 0, 224, 0.0)
+    assert changed == {"decoder_layers", "decoder_ffn_embed_dim", "decoder_hidden_dim"}, changed
+    assert (deep.decoder_layers, deep.decoder_ffn_embed_dim, deep.decoder_hidden_dim) == (4, 0, 224)
     mine = Namespace(decoder_layers=3, dropout=0.2)
     ARCH_CONFIG_REGISTRY["focus_lm_deep"](mine)
     assert (mine.decoder_layers, mine.dropout, mine.decoder_ffn_embed_dim) == (3, 0.2, 0)

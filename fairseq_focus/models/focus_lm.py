@@ -200,14 +200,14 @@ def focus_lm_default(args) -> None:
 ARCH_CONFIG_REGISTRY["focus_lm"] = focus_lm_default
 
 # focus_lm's parameters spent on depth (docs/RESULTS.md §5, issue 30): blocks without the FFN (--decoder-ffn-embed-dim
-# 0; each block's FFN weights buy more blocks, H narrowed to stay at focus_lm's parameters) and no dropout (the
-# peers have none). The same head, block and kernels as focus_lm; only the sizes differ.
-DEEP = {"decoder_layers": 4, "decoder_ffn_embed_dim": 0, "decoder_hidden_dim": 224, "dropout": 0.0}
+# 0); each block's FFN weights buy another block, H narrowed to stay at focus_lm's parameters. The same head, block,
+# dropout and kernels as focus_lm; only the sizes differ. On a corpus read about once, add --dropout 0 (§5).
+DEEP = {"decoder_layers": 4, "decoder_ffn_embed_dim": 0, "decoder_hidden_dim": 224}
 
 
 @register_model_architecture("focus_lm", "focus_lm_deep")
 def focus_lm_deep(args) -> None:
-    """``--arch focus_lm_deep``: focus_lm's selective head and block, 4 blocks without FFN (H 224), no dropout."""
+    """``--arch focus_lm_deep``: focus_lm's selective head and block, 4 blocks without FFN (H 224)."""
     set_defaults(args, DEEP)
     _small_lm(args, "selective")
 register_model_architecture("focus_lm", "focus_lm_adaptive")(lambda args: _small_lm(args, "adaptive"))
