@@ -138,6 +138,7 @@ def plot(runs: List[Run], states: Dict[Path, Optional[Dict[str, int]]], out: Pat
     best = best_runs(runs)
     cells = sorted({(k[1], k[2]) for k in best})
     variants = sorted({k[0] for k in best})
+    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}  # one colour per model in every panel
     fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 3.8), squeeze=False)
     for ax, (seq_len, pairs) in zip(axes[0], cells):
         xs = []
@@ -146,7 +147,7 @@ def plot(runs: List[Run], states: Dict[Path, Optional[Dict[str, int]]], out: Pat
                             for k, r in best.items() if k[0] == variant and k[1:3] == (seq_len, pairs)
                             and states.get(r.path) is not None)
             if points:
-                ax.plot(*zip(*points), marker="o", label=variant)
+                ax.plot(*zip(*points), marker="o", color=colours[variant])
                 xs += [x for x, _ in points]
         ax.set_xscale("log")
         if xs:  # whole decades, so that the axis has labelled ticks however close the points are
@@ -157,8 +158,9 @@ def plot(runs: List[Run], states: Dict[Path, Optional[Dict[str, int]]], out: Pat
         ax.set_xlabel("state per layer (numbers)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("MQAR accuracy (%)")
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], marker="o", color=colours[v], label=v) for v in variants]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(variants), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the shared legend below the panels
     tmp = out.with_name(out.stem + ".tmp" + out.suffix)
     fig.savefig(tmp, dpi=120)
     tmp.replace(out)
