@@ -210,6 +210,8 @@ def focus_lm_deep(args) -> None:
     """``--arch focus_lm_deep``: focus_lm's selective head and block, 4 blocks without FFN (H 224)."""
     set_defaults(args, DEEP)
     _small_lm(args, "selective")
+
+
 register_model_architecture("focus_lm", "focus_lm_adaptive")(lambda args: _small_lm(args, "adaptive"))
 register_model_architecture("focus_lm", "focus_lm_static")(lambda args: _small_lm(args, "static"))
 register_model_architecture("focus_lm", "focus_lm_mega_small")(

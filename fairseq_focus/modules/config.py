@@ -31,7 +31,8 @@ class FocusStackConfig:
     decoder_embed_dim: int = field(default=128, metadata={"help": "model dimension D"})
     decoder_layers: int = field(default=2, metadata={"help": "number of Focus blocks"})
     decoder_hidden_dim: int = field(default=256, metadata={"help": "attention value / gate dimension H"})
-    decoder_ffn_embed_dim: int = field(default=256, metadata={"help": "hidden size of the normalized FFN (0: no FFN)"})
+    decoder_ffn_embed_dim: int = field(default=256,
+                                       metadata={"help": "hidden size of the normalized FFN (0: no FFN)"})
     decoder_z_dim: int = field(default=64, metadata={"help": "query/key dimension Z of the attention head"})
     focus_filter: str = field(
         default="adaptive",

@@ -70,8 +70,8 @@ class FocusBlock(nn.Module):
             build_global_attention(cfg),
         )
         # --decoder-ffn-embed-dim 0: no FFN at all (its parameters spent on more blocks, as Mamba-2 does)
-        self.ffn = (NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout, not cfg.no_normalize_before)
-                    if cfg.decoder_ffn_embed_dim > 0 else nn.Identity())
+        self.ffn = (NormalizedFFN(dim, cfg.decoder_ffn_embed_dim, cfg.dropout, cfg.hidden_dropout,
+                                  not cfg.no_normalize_before) if cfg.decoder_ffn_embed_dim > 0 else nn.Identity())
         self.autocast_bf16 = cfg.autocast_bf16
 
     def forward(self, x: Tensor, e: Optional[Tensor], padding_mask: Optional[Tensor]) -> Tensor:

@@ -138,4 +138,5 @@ def build_global_attention(cfg) -> Optional[GlobalLinearAttention]:
                            cfg.global_attention_conv, cfg.global_attention_decay, cfg.decoder_hidden_dim)
     return GlobalLinearAttention(cfg.decoder_embed_dim, cfg.decoder_hidden_dim, cfg.global_attention_heads,
                                  cfg.global_attention_feature_dim, cfg.global_attention_conv,
-                                 getattr(cfg, "global_attention_chunk", 0) or cfg.chunk_size, cfg.global_attention_decay)
+                                 getattr(cfg, "global_attention_chunk", 0) or cfg.chunk_size,
+                                 cfg.global_attention_decay)
